@@ -1,0 +1,46 @@
+"""`python -m apis.chat_api`: serve the API (on 0.0.0.0:22222 unless told otherwise)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+import uvicorn
+
+from apis.app import create_app
+from utils.logging import setup_logging
+from utils.settings import get_settings
+
+log = logging.getLogger("apis.chat_api")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line: host, port, reload, demo."""
+    parser = argparse.ArgumentParser(prog="python -m apis.chat_api", description=__doc__)
+    parser.add_argument("-s", "--server", "--host", dest="host", default="0.0.0.0", help="address to bind")
+    parser.add_argument("-p", "--port", type=int, default=22222, help="port to listen on")
+    parser.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    parser.add_argument("--demo", action="store_true", help="answer from the built-in Bing emulator")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the server until interrupted."""
+    args = parse_args(argv)
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    if args.demo:
+        settings = settings.model_copy(update={"demo": True})
+        log.info("demo mode: answers come from the built-in Bing emulator, not from Bing")
+    common = {"host": args.host, "port": args.port, "log_level": settings.log_level.lower()}
+    if args.reload:
+        if args.demo:
+            log.info("with --reload, set DEMO=1 in the environment for demo mode")
+        uvicorn.run("apis.app:create_app", factory=True, reload=True, **common)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The OpenAI routes (mounted under no prefix, /v1, /api and /api/v1) and the service routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette import EventSourceResponse
+
+from apis import __version__
+from apis.auth import require_api_key
+from apis.health import health_report
+from apis.schemas import ChatRequest, check_supported
+from apis.streaming import ClientGone, collect_completion, sse_body, until_disconnect
+from conversations.models import CREATED, ModelSpec, list_models
+from conversations.plan import plan_turn
+from conversations.turn import Upstream, open_answer
+from messagers.chunks import new_context
+from utils.errors import ModelNotFound
+
+openai_router = APIRouter(dependencies=[Depends(require_api_key)])
+service_router = APIRouter()
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@openai_router.post("/chat/completions", response_model=None)
+async def create_chat_completion(body: ChatRequest, request: Request) -> Response:
+    """OpenAI chat completions over one Bing turn; errors before the first byte get real statuses."""
+    check_supported(body)
+    upstream: Upstream = request.app.state.upstream
+    messages = [message.model_dump() for message in body.messages]
+    plan = plan_turn(messages, body.model, body.inline_extras, upstream.settings)
+    ctx = new_context(body.model or plan.model.id, include_usage=body.include_usage)
+    prompt_text = plan.prompt.context + plan.prompt.text
+    try:
+        answer = await until_disconnect(request, open_answer(plan, upstream))
+        if body.stream:
+            events = sse_body(answer, ctx, prompt_text, request.app.state.health)
+            return EventSourceResponse(events, ping=upstream.settings.sse_ping_seconds, sep="\n", headers=SSE_HEADERS)
+        result = await until_disconnect(request, collect_completion(answer, ctx, prompt_text))
+    except ClientGone:
+        return Response(status_code=499)
+    request.app.state.health.record_success()
+    return JSONResponse(result)
+
+
+@openai_router.get("/models")
+async def list_model_objects(request: Request) -> dict[str, Any]:
+    """Every model id (the six Bing models and the configured aliases)."""
+    entries = list_models(request.app.state.settings.alias_map)
+    return {"object": "list", "data": [model_object(name, spec) for name, spec in entries]}
+
+
+@openai_router.get("/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
+    """One model, or 404 `model_not_found`."""
+    for name, spec in list_models(request.app.state.settings.alias_map):
+        if name == model_id:
+            return model_object(name, spec)
+    raise ModelNotFound(f"The model `{model_id}` does not exist.", param="model")
+
+
+@service_router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    """Liveness plus the upstream in use and its latest outcome."""
+    return health_report(request.app.state.settings, request.app.state.health, __version__)
+
+
+@service_router.get("/", include_in_schema=False)
+async def root(request: Request) -> dict[str, Any]:
+    """Where to point a client."""
+    base = str(request.base_url).rstrip("/")
+    return {"service": "Bing Chat API", "version": __version__, "base_url": f"{base}/v1", "docs": f"{base}/docs"}
+
+
+def model_object(name: str, spec: ModelSpec) -> dict[str, Any]:
+    """A model in OpenAI's shape, with a description and what it maps to."""
+    return {
+        "id": name,
+        "object": "model",
+        "created": CREATED,
+        "owned_by": "bing",
+        "description": spec.description if name == spec.id else f"Alias of `{spec.id}`. {spec.description}",
+        "tone": spec.tone.lower(),
+        "web_search": spec.search,
+    }

@@ -1,0 +1,89 @@
+"""Request models: lenient like real OpenAI servers (unknown fields ignored), strict on what we use."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from utils.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class ContentPart(BaseModel):
+    """One part of a list `content`: `text`, or another type the composer will judge."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Role
+    content: str | list[ContentPart | str] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = False
+
+
+class ChatRequest(BaseModel):
+    """`POST /v1/chat/completions`; the last four fields are this service's own extensions."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "precise",
+                    "messages": [
+                        {"role": "system", "content": "Answer in one sentence."},
+                        {"role": "user", "content": "What is the capital of France?"},
+                    ],
+                    "stream": False,
+                }
+            ]
+        },
+    )
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    tool_choice: Any = None
+    audio: Any = None
+    modalities: list[str] | None = None
+    inline_extras: list[str] | None = Field(
+        None,
+        description="Show extras inside `content`: any of search, sources, suggestions "
+        "(default: the INLINE_EXTRAS setting). They are always in the `bing` field.",
+    )
+
+    @property
+    def include_usage(self) -> bool:
+        """True when a streaming request asked for the final usage chunk."""
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+
+def check_supported(request: ChatRequest) -> None:
+    """Refuse what Bing cannot do (several choices, forced tool calls, audio); log ignored fields."""
+    if request.model_extra:
+        log.debug("ignored request fields: %s", sorted(request.model_extra))
+    if request.n is not None and request.n != 1:
+        raise InvalidRequest("Bing gives one answer per request: `n` must be 1.", param="n")
+    choice = request.tool_choice
+    if choice == "required" or isinstance(choice, dict):
+        raise InvalidRequest(
+            "Bing cannot call tools: `tool_choice` may only be `auto` or `none`.", param="tool_choice"
+        )
+    if request.audio is not None or "audio" in (request.modalities or []):
+        raise InvalidRequest("Audio output is not supported.", param="modalities")

@@ -1,0 +1,103 @@
+"""Answer events out to the client: SSE bytes for streams, one object otherwise; disconnects end the turn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing, suppress
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from apis.errors import INTERNAL_MESSAGE, error_body
+from apis.health import HealthRecord
+from conversations.turn import Answer
+from messagers.chunks import (
+    ChunkContext,
+    completion,
+    content_chunk,
+    finish_chunk,
+    role_chunk,
+    usage_chunk,
+    usage_of,
+)
+from messagers.events import ContentDelta, Finished
+from messagers.sse import DONE, encode_data
+from utils.errors import ProxyError, UpstreamBadResponse, UpstreamError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected before the response started."""
+
+
+async def sse_body(
+    answer: Answer, ctx: ChunkContext, prompt_text: str, health: HealthRecord
+) -> AsyncIterator[bytes]:
+    """Role chunk, content deltas, the finish chunk (and usage), then [DONE]; errors go in-band."""
+    yield encode_data(role_chunk(ctx))
+    parts: list[str] = []
+    try:
+        async with aclosing(answer.events()) as events:
+            async for event in events:
+                if isinstance(event, ContentDelta):
+                    parts.append(event.text)
+                    yield encode_data(content_chunk(ctx, event.text))
+                elif isinstance(event, Finished):
+                    yield encode_data(finish_chunk(ctx, event))
+                    if ctx.include_usage:
+                        yield encode_data(usage_chunk(ctx, usage_of(prompt_text, "".join(parts))))
+                    health.record_success()
+                    break
+            else:
+                raise UpstreamBadResponse("Bing's answer ended without a final frame.")
+    except ProxyError as exc:
+        log.warning("stream failed after the first byte: %s", exc.code)
+        if isinstance(exc, UpstreamError):
+            health.record_failure(exc.code or "upstream_error")
+        yield encode_data(exc.envelope())
+    except Exception:
+        log.exception("stream failed after the first byte")
+        yield encode_data(error_body(INTERNAL_MESSAGE, "server_error"))
+    yield DONE
+
+
+async def collect_completion(
+    answer: Answer, ctx: ChunkContext, prompt_text: str
+) -> dict[str, Any]:
+    """Fold the whole answer into one `chat.completion`; raises ProxyError on failure."""
+    parts: list[str] = []
+    async with aclosing(answer.events()) as events:
+        async for event in events:
+            if isinstance(event, ContentDelta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                content = "".join(parts)
+                return completion(ctx, content, event, usage_of(prompt_text, content))
+    raise UpstreamBadResponse("Bing's answer ended without a final frame.")
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so closing the upstream socket) if the client leaves."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise ClientGone()
+    return task.result()
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Return when the ASGI server reports that the client went away."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,120 @@
+"""OpenAI messages -> Bing's prompt and its WebPage context (PROTOCOL.md §3.6), within a budget."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from utils.errors import ContextLengthExceeded, InvalidRequest
+
+_INSTRUCTION_ROLES = {"system", "developer"}
+_PROMPT_ROLES = {"user", "tool", "function"}
+_EXTRAS_BLOCK = re.compile(r"\n\n---\n\*\*(?:Sources|Suggested follow-ups)\*\*\n[\s\S]*$")
+_SEARCH_LINES = re.compile(r"\A(?:> Searching the web for: [^\n]*\n\n)+")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_prompt_chars: int
+    max_context_chars: int
+
+
+@dataclass(frozen=True, slots=True)
+class ComposedPrompt:
+    """What Bing gets: the prompt (`message.text`) and the context (`previousMessages`), maybe empty."""
+
+    text: str
+    context: str
+
+    @property
+    def size(self) -> int:
+        """Characters sent to Bing in all."""
+        return len(self.text) + len(self.context)
+
+
+def compose_prompt(messages: Sequence[Mapping[str, Any]], limits: Limits) -> ComposedPrompt:
+    """The last user (or tool) message is the prompt; instructions and earlier turns the context.
+
+    Raises InvalidRequest when there is no prompt, ContextLengthExceeded when a budget is blown.
+    """
+    if not messages or messages[-1].get("role") not in _PROMPT_ROLES:
+        raise InvalidRequest("The last message must come from the user (or a tool).", param="messages")
+    text = message_text(messages[-1], len(messages) - 1).strip()
+    if not text:
+        raise InvalidRequest("The last message has no text.", param="messages")
+    context = render_context(messages[:-1])
+    check_budget(text, context, limits)
+    return ComposedPrompt(text, context)
+
+
+def render_context(history: Sequence[Mapping[str, Any]]) -> str:
+    """Instructions first (system and developer, in order), then the conversation so far."""
+    instructions = [message_text(m, i) for i, m in enumerate(history) if m.get("role") in _INSTRUCTION_ROLES]
+    blocks = [f"[system](#additional_instructions)\n{t}" for t in instructions if t.strip()]
+    for index, message in enumerate(history):
+        role = message.get("role")
+        if role in _INSTRUCTION_ROLES:
+            continue
+        body = history_text(message, index)
+        if body.strip():
+            blocks.append(f"[{'assistant' if role == 'assistant' else role}](#message)\n{body}")
+    return "\n\n".join(blocks)
+
+
+def history_text(message: Mapping[str, Any], index: int) -> str:
+    """An earlier turn as text: our inline extras stripped, tool calls spelled out."""
+    text = message_text(message, index)
+    if message.get("role") != "assistant":
+        return text
+    text = _SEARCH_LINES.sub("", _EXTRAS_BLOCK.sub("", text))
+    calls = [describe_tool_call(call) for call in message.get("tool_calls") or [] if isinstance(call, Mapping)]
+    return "\n".join([text, *calls]).strip()
+
+
+def describe_tool_call(call: Mapping[str, Any]) -> str:
+    """One assistant tool call rendered for the transcript."""
+    function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+    return f"(called tool `{function.get('name', '?')}` with arguments {function.get('arguments', '{}')})"
+
+
+def message_text(message: Mapping[str, Any], index: int) -> str:
+    """The text of `content`: a string, null, or a list of parts; non-text parts are refused."""
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        return json.dumps(content, ensure_ascii=False)
+    return "\n".join(part_text(part, index) for part in content)
+
+
+def part_text(part: Any, index: int) -> str:
+    """One content part's text; images, audio and files are not supported by this upstream yet."""
+    if isinstance(part, str):
+        return part
+    kind = part.get("type") if isinstance(part, Mapping) else None
+    if kind in ("text", "input_text", "refusal"):
+        return str(part.get("text") or part.get("refusal") or "")
+    raise InvalidRequest(
+        f"Content parts of type `{kind}` are not supported: send text only.",
+        param=f"messages[{index}].content",
+        code="unsupported_content",
+    )
+
+
+def check_budget(text: str, context: str, limits: Limits) -> None:
+    """Refuse (never cut) a prompt or context over the documented character budgets."""
+    if len(text) > limits.max_prompt_chars:
+        raise ContextLengthExceeded(
+            f"The last message has {len(text)} characters; Bing takes at most "
+            f"{limits.max_prompt_chars} (MAX_PROMPT_CHARS).",
+            param="messages",
+        )
+    if len(context) > limits.max_context_chars:
+        raise ContextLengthExceeded(
+            f"The instructions and earlier messages come to {len(context)} characters; the budget is "
+            f"{limits.max_context_chars} (MAX_CONTEXT_CHARS). Shorten the conversation.",
+            param="messages",
+        )

@@ -1,0 +1,35 @@
+"""From an OpenAI request's parts to a `TurnPlan`: model, prompt within budget, content options."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from conversations.composer import Limits, compose_prompt
+from conversations.models import resolve_model
+from conversations.turn import TurnPlan
+from messagers.events import AnswerOptions
+from utils.errors import InvalidRequest
+from utils.settings import Settings
+
+INLINE_EXTRAS = frozenset({"search", "sources", "suggestions"})
+
+
+def plan_turn(
+    messages: Sequence[Mapping[str, Any]],
+    model: str | None,
+    inline_extras: Iterable[str] | None,
+    settings: Settings,
+) -> TurnPlan:
+    """Validate and compose; raises InvalidRequest, ContextLengthExceeded or ModelNotFound."""
+    spec = resolve_model(model, settings.alias_map, settings.default_model)
+    limits = Limits(settings.max_prompt_chars, settings.max_context_chars)
+    prompt = compose_prompt(messages, limits)
+    inline = frozenset(inline_extras) if inline_extras is not None else settings.inline_extra_set
+    unknown = inline - INLINE_EXTRAS
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown inline extras {sorted(unknown)}; choose from {sorted(INLINE_EXTRAS)}.",
+            param="inline_extras",
+        )
+    return TurnPlan(prompt, spec, AnswerOptions(inline, settings.throttle_retry_after))

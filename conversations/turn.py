@@ -1,0 +1,181 @@
+"""Running one turn against Bing: create, open the socket, send, translate frames to answer events."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+import httpx
+
+from conversations.composer import ComposedPrompt
+from conversations.models import ModelSpec
+from conversations.request import build_chat_request
+from messagers.answer import AnswerState, advance, start_answer
+from messagers.events import (
+    AnswerEvent,
+    AnswerOptions,
+    ContentDelta,
+    Finished,
+    Ignored,
+    Ping,
+    UpstreamFailure,
+    Waiting,
+)
+from messagers.frames import encode_record, parse_message
+from networks.chathub_ws import PING, ChatHubSocket, chathub_url
+from networks.headers import chathub_headers
+from networks.http_client import create_conversation
+from utils.errors import ConversationUnusable, UpstreamError, UpstreamTimeout, interrupted
+from utils.proxy import pick_proxy
+from utils.settings import Settings
+
+log = logging.getLogger(__name__)
+CLIENT_PING_SECONDS = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPlan:
+    """Everything one turn needs besides the network."""
+
+    prompt: ComposedPrompt
+    model: ModelSpec
+    options: AnswerOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """The process-wide upstream dependencies: settings and the shared HTTP client."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+
+
+@dataclass(slots=True)
+class Answer:
+    """A turn whose first events are already in: `head`, then the rest of the live generator."""
+
+    head: list[AnswerEvent]
+    rest: AsyncGenerator[AnswerEvent, None]
+
+    async def events(self) -> AsyncIterator[AnswerEvent]:
+        """Every event of the turn, once; closing this closes the upstream socket."""
+        async with aclosing(self.rest) as rest:
+            for event in self.head:
+                yield event
+            async for event in rest:
+                yield event
+
+    async def aclose(self) -> None:
+        """Close the turn without reading it (the socket closes)."""
+        await self.rest.aclose()
+
+
+async def open_answer(plan: TurnPlan, upstream: Upstream) -> Answer:
+    """Run the turn until answer text, the final frame, or the hold deadline; raises ProxyError.
+
+    Bing reports most failures inside the websocket within a second or two, so waiting for the
+    first real event lets them reach the client with a real HTTP status.
+    """
+    events = run_turn(plan, upstream)
+    head: list[AnswerEvent] = []
+    try:
+        async for event in events:
+            head.append(event)
+            if isinstance(event, (ContentDelta, Finished, Waiting)):
+                break
+    except BaseException:
+        await events.aclose()
+        raise
+    return Answer(head, events)
+
+
+async def run_turn(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerEvent, None]:
+    """The turn's answer events; a conversation found expired or full is replaced once."""
+    for attempt in (1, 2):
+        try:
+            async for event in run_attempt(plan, upstream):
+                yield event
+            return
+        except ConversationUnusable:
+            if attempt == 2:
+                raise
+            log.info("conversation unusable before any answer; retrying with a fresh one")
+
+
+async def run_attempt(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerEvent, None]:
+    """One create + socket + chat invocation; raises the turn's ProxyError."""
+    settings = upstream.settings
+    session = await create_conversation(upstream.http, settings)
+    frame = encode_record(build_chat_request(plan.prompt, session, plan.model, settings.bing_locale))
+    socket = ChatHubSocket(
+        chathub_url(settings.bing_chathub_url, session.access_token),
+        chathub_headers(settings.bing_cookies, settings.bing_locale),
+        proxy=pick_proxy(settings.bing_chathub_url, settings),
+        open_timeout=settings.connect_timeout,
+    )
+    async with socket:
+        await socket.send(frame)
+        async for event in read_answer(socket, plan.options, settings):
+            yield event
+
+
+async def read_answer(
+    socket: ChatHubSocket, options: AnswerOptions, settings: Settings
+) -> AsyncGenerator[AnswerEvent, None]:
+    """Frames to answer events until the turn is done, with idle and hold deadlines."""
+    state = start_answer(options)
+    started = last_frame = time.monotonic()
+    hold_until: float | None = started + settings.stream_hold_timeout
+    while not state.done:
+        now = time.monotonic()
+        idle_left = last_frame + settings.upstream_idle_timeout - now
+        if idle_left <= 0:
+            raise_idle(state, settings)
+        hold_left = hold_until - now if hold_until is not None else CLIENT_PING_SECONDS
+        if hold_left <= 0 and hold_until is not None:
+            hold_until = None
+            yield Waiting()
+            continue
+        try:
+            raw = await socket.recv(min(idle_left, hold_left, CLIENT_PING_SECONDS))
+            if raw is None:
+                if time.monotonic() - last_frame >= CLIENT_PING_SECONDS:
+                    await socket.send(PING)
+                continue
+            last_frame = time.monotonic()
+            state, out = await apply_message(socket, state, raw)
+        except UpstreamError as exc:
+            raise (interrupted(exc) if state.emitted else exc) from exc
+        for event in out:
+            if isinstance(event, UpstreamFailure):
+                raise event.error
+            if isinstance(event, ContentDelta):
+                hold_until = None
+            yield event
+
+
+async def apply_message(
+    socket: ChatHubSocket, state: AnswerState, raw: str
+) -> tuple[AnswerState, list[AnswerEvent]]:
+    """Advance the state by every record of one message, echoing pings."""
+    out: list[AnswerEvent] = []
+    for upstream_event in parse_message(raw):
+        if isinstance(upstream_event, Ping):
+            await socket.send(PING)
+        elif isinstance(upstream_event, Ignored):
+            log.debug("ignored upstream %s", upstream_event.kind)
+        else:
+            state, more = advance(state, upstream_event)
+            out += more
+            if state.done:
+                break
+    return state, out
+
+
+def raise_idle(state: AnswerState, settings: Settings) -> None:
+    """Give up on a silent upstream: 504 before any content, in-band interruption after."""
+    error = UpstreamTimeout(f"Bing sent nothing for {settings.upstream_idle_timeout:g} s.")
+    raise interrupted(error) if state.emitted else error

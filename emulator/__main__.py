@@ -1,0 +1,45 @@
+"""Run the Bing emulator standalone: python -m emulator --host 127.0.0.1 --port 8765."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from .server import BingEmulator
+
+
+def _parse_args() -> argparse.Namespace:
+    """Parse command-line options."""
+    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--words", type=int, default=40, help="default answer length in words")
+    parser.add_argument("--delay", type=float, default=0.002, help="seconds between updates")
+    parser.add_argument("--think", type=float, default=0.0, help="seconds of pings before text")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    """Start the emulator and serve until cancelled."""
+    emulator = BingEmulator(args.host, args.port, words=args.words, update_delay=args.delay,
+                            think=args.think)
+    async with emulator:
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    """Entry point."""
+    args = _parse_args()
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    try:
+        asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pure translation: upstream frames -> typed events -> answer events -> OpenAI chunks -> SSE bytes."""

@@ -1,0 +1,153 @@
+"""ChatHub framing (SignalR JSON hub protocol): records end with 0x1E; parse them into events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from messagers.events import (
+    BotText,
+    Final,
+    Ignored,
+    InvocationEnd,
+    Ping,
+    SearchQuery,
+    ServerClosed,
+    Source,
+    Throttling,
+    UpstreamEvent,
+)
+
+RS = "\x1e"
+_ANSWER_TYPES = (None, "Chat")
+
+
+def encode_record(record: dict[str, Any]) -> str:
+    """One record in wire form: compact JSON plus the record separator."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False) + RS
+
+
+def split_records(raw: str) -> list[Any]:
+    """The JSON records in one websocket message; unparsable pieces become None."""
+    records: list[Any] = []
+    for piece in raw.split(RS):
+        if piece.strip():
+            try:
+                records.append(json.loads(piece))
+            except ValueError:
+                records.append(None)
+    return records
+
+
+def parse_message(raw: str) -> list[UpstreamEvent]:
+    """All events in one websocket message."""
+    events: list[UpstreamEvent] = []
+    for record in split_records(raw):
+        events.extend(parse_record(record))
+    return events
+
+
+def parse_record(record: Any) -> list[UpstreamEvent]:
+    """The events in one record; unknown shapes are `Ignored`, never an exception."""
+    if not isinstance(record, dict):
+        return [Ignored("malformed record")]
+    kind = record.get("type")
+    if kind == 1:
+        return parse_update(record)
+    if kind == 2:
+        return [parse_final(record.get("item"))]
+    if kind == 3:
+        return [InvocationEnd(_text(record.get("error")) or None)]
+    if kind == 6:
+        return [Ping()]
+    if kind == 7 or record.get("error"):
+        return [ServerClosed(_text(record.get("error")) or "connection closed")]
+    return [Ignored(f"record type {kind!r}")]
+
+
+def parse_update(record: dict[str, Any]) -> list[UpstreamEvent]:
+    """A type 1 record: throttling info and/or streaming bot messages."""
+    if record.get("target") != "update":
+        return [Ignored(f"target {record.get('target')!r}")]
+    events: list[UpstreamEvent] = []
+    for argument in _dicts(record.get("arguments")):
+        throttling = parse_throttling(argument.get("throttling"))
+        if throttling is not None:
+            events.append(throttling)
+        events.extend(parse_bot_message(m) for m in _dicts(argument.get("messages")))
+    return events
+
+
+def parse_bot_message(message: dict[str, Any]) -> UpstreamEvent:
+    """One message of an update: answer text, a search step, or something ignored."""
+    if message.get("author") != "bot":
+        return Ignored("non-bot message")
+    message_type = message.get("messageType")
+    if message_type == "InternalSearchQuery":
+        return SearchQuery(_text(message.get("hiddenText")) or _text(message.get("text")))
+    answer = parse_answer(message)
+    return answer if answer is not None else Ignored(f"messageType {message_type!r}")
+
+
+def parse_answer(message: dict[str, Any]) -> BotText | None:
+    """The message as visible answer text, or None when it is not one."""
+    message_type = message.get("messageType")
+    if message_type not in _ANSWER_TYPES and message_type != "Disengaged":
+        return None
+    if message.get("contentType") not in (None, "", "Text"):
+        return None
+    origin = "Disengaged" if message_type == "Disengaged" else _text(message.get("contentOrigin"))
+    return BotText(_text(message.get("messageId")), _text(message.get("text")), origin or "DeepLeo")
+
+
+def parse_final(item: Any) -> Final:
+    """A type 2 item; on failure only `result` is meaningful."""
+    item = item if isinstance(item, dict) else {}
+    result = item.get("result") if isinstance(item.get("result"), dict) else {}
+    messages = _dicts(item.get("messages"))
+    bot = [m for m in messages if m.get("author") == "bot"]
+    answer = next((a for a in map(parse_answer, reversed(bot)) if a is not None), None)
+    with_answer = next((m for m in reversed(bot) if parse_answer(m) is not None), {})
+    queries = tuple(
+        _text(m.get("hiddenText")) or _text(m.get("text"))
+        for m in bot
+        if m.get("messageType") == "InternalSearchQuery"
+    )
+    return Final(
+        value=_text(result.get("value")) or "Missing",
+        message=_text(result.get("message")),
+        answer=answer,
+        sources=parse_sources(with_answer.get("sourceAttributions")),
+        suggestions=tuple(
+            _text(s.get("text")) for s in _dicts(with_answer.get("suggestedResponses"))
+        ),
+        queries=queries,
+        throttling=parse_throttling(item.get("throttling")),
+    )
+
+
+def parse_sources(value: Any) -> tuple[Source, ...]:
+    """`sourceAttributions` as (title, url) pairs, skipping entries with no URL."""
+    return tuple(
+        Source(_text(s.get("providerDisplayName")) or _text(s.get("seeMoreUrl")), _text(s.get("seeMoreUrl")))
+        for s in _dicts(value)
+        if s.get("seeMoreUrl")
+    )
+
+
+def parse_throttling(value: Any) -> Throttling | None:
+    """The turn counters, when present and numeric."""
+    if not isinstance(value, dict):
+        return None
+    used, limit = value.get("numUserMessagesInConversation"), value.get("maxNumUserMessagesInConversation")
+    if isinstance(used, int) and isinstance(limit, int):
+        return Throttling(used, limit)
+    return None
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""

@@ -1,0 +1,152 @@
+"""The ChatHub websocket: connect, SignalR handshake, send and receive with deadlines, close."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from types import TracebackType
+from urllib.parse import quote
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from networks.headers import ORIGIN, USER_AGENT
+from utils.errors import (
+    UpstreamAuthFailed,
+    UpstreamBadResponse,
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+log = logging.getLogger(__name__)
+
+RS = "\x1e"  # SignalR record separator
+HANDSHAKE = '{"protocol":"json","version":1}' + RS
+PING = '{"type":6}' + RS
+
+
+def chathub_url(base: str, access_token: str) -> str:
+    """The socket URL with `sec_access_token` fully URL-encoded (`/`, `+`, `=` escaped)."""
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}sec_access_token={quote(access_token, safe='')}"
+
+
+class ChatHubSocket:
+    """One websocket for one turn; `async with` opens it (with the handshake) and closes it."""
+
+    def __init__(
+        self, url: str, headers: dict[str, str], *, proxy: str | None, open_timeout: float
+    ) -> None:
+        self._url, self._headers, self._proxy, self._open_timeout = url, headers, proxy, open_timeout
+        self._ws: ClientConnection | None = None
+
+    async def __aenter__(self) -> ChatHubSocket:
+        self._ws = await self._connect()
+        try:
+            await self._handshake(self._ws)
+        except BaseException:
+            self._ws.transport.abort()
+            raise
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._ws is None:
+            return
+        if kind is None or kind is GeneratorExit:
+            try:
+                await asyncio.wait_for(self._ws.close(), 2)
+            except (TimeoutError, OSError):
+                self._ws.transport.abort()
+        else:
+            # Cancelled (the client left) or failed: drop the connection at once, without awaiting.
+            self._ws.transport.abort()
+
+    async def send(self, text: str) -> None:
+        """Send one websocket text message."""
+        assert self._ws is not None
+        try:
+            await self._ws.send(text)
+        except ConnectionClosed as exc:
+            raise closed_error(exc) from exc
+
+    async def recv(self, timeout: float) -> str | None:
+        """The next message, or None when `timeout` seconds pass with none."""
+        assert self._ws is not None
+        try:
+            async with asyncio.timeout(max(timeout, 0)):
+                message = await self._ws.recv()
+        except TimeoutError:
+            return None
+        except ConnectionClosed as exc:
+            raise closed_error(exc) from exc
+        return message if isinstance(message, str) else message.decode("utf-8", "replace")
+
+    async def _connect(self) -> ClientConnection:
+        try:
+            return await connect(
+                self._url,
+                additional_headers=self._headers,
+                origin=ORIGIN,  # type: ignore[arg-type]
+                user_agent_header=USER_AGENT,
+                proxy=self._proxy,
+                open_timeout=self._open_timeout,
+                ping_interval=None,  # SignalR keeps itself alive with type 6 records
+                max_size=None,  # final frames can be large
+                close_timeout=2,
+            )
+        except InvalidStatus as exc:
+            raise upgrade_error(exc.response.status_code) from exc
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise UpstreamTimeout(
+                f"Opening the Bing websocket took longer than {self._open_timeout:g} s."
+            ) from exc
+        except InvalidHandshake as exc:
+            raise UpstreamBadResponse(f"Bing's websocket upgrade failed ({type(exc).__name__}).") from exc
+        except OSError as exc:
+            raise UpstreamUnreachable(f"Could not reach Bing's websocket ({type(exc).__name__}).") from exc
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        await ws.send(HANDSHAKE)
+        try:
+            async with asyncio.timeout(self._open_timeout):
+                reply = await ws.recv()
+        except TimeoutError as exc:
+            raise UpstreamTimeout("Bing did not answer the websocket handshake.") from exc
+        except ConnectionClosed as exc:
+            raise closed_error(exc) from exc
+        error = handshake_error(reply if isinstance(reply, str) else reply.decode("utf-8", "replace"))
+        if error:
+            raise UpstreamClosed(f"Bing refused the websocket handshake: {error}.")
+        await ws.send(PING)
+
+
+def handshake_error(reply: str) -> str | None:
+    """None when the reply's first record is the accepting `{}`, else what went wrong."""
+    try:
+        first = json.loads(reply.split(RS, 1)[0])
+    except ValueError:
+        return "unreadable reply"
+    if not isinstance(first, dict):
+        return "unreadable reply"
+    return str(first["error"]) if first.get("error") else None
+
+
+def upgrade_error(status: int) -> UpstreamError:
+    """The error for an HTTP status that refused the websocket upgrade."""
+    if status in (401, 403):
+        return UpstreamAuthFailed(f"Bing refused the websocket (HTTP {status}): cookies or token rejected.")
+    if status == 429:
+        return UpstreamRateLimited("Bing rate-limited the websocket (HTTP 429).", headers={"Retry-After": "15"})
+    return UpstreamBadResponse(f"Bing refused the websocket upgrade with HTTP {status}.")
+
+
+def closed_error(exc: ConnectionClosed) -> UpstreamClosed:
+    """The error for a socket that closed before the turn ended."""
+    code = exc.rcvd.code if exc.rcvd is not None else 1006
+    return UpstreamClosed(f"Bing closed the websocket before the answer was complete (code {code}).")

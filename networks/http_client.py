@@ -1,0 +1,153 @@
+"""Conversation create over one shared `httpx.AsyncClient`; every failure becomes a `ProxyError`."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from networks.headers import create_headers
+from utils.errors import (
+    UpstreamAuthFailed,
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRegionBlocked,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    result_error,
+)
+from utils.proxy import pick_proxy
+from utils.settings import Settings
+
+log = logging.getLogger(__name__)
+_TITLE = re.compile(rb"<title>([^<]{0,80})", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionIds:
+    """What create hands back, needed to open the socket and address the conversation."""
+
+    conversation_id: str
+    client_id: str
+    access_token: str  # X-Sydney-Encryptedconversationsignature, sent as sec_access_token
+    signature: str | None = None  # X-Sydney-Conversationsignature (or the pre-2023 body field)
+
+
+def make_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The process-wide client: explicit timeouts and proxy, no environment magic, no cookie jar use."""
+    timeout = httpx.Timeout(settings.create_timeout, connect=settings.connect_timeout)
+    return httpx.AsyncClient(
+        timeout=timeout,
+        proxy=pick_proxy(settings.bing_create_url, settings),
+        trust_env=False,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+    )
+
+
+async def create_conversation(http: httpx.AsyncClient, settings: Settings) -> SessionIds:
+    """Create a Bing conversation; raises an `UpstreamError` subclass on any failure."""
+    headers = create_headers(settings.bing_cookies, settings.bing_locale)
+    try:
+        response = await http.get(settings.bing_create_url, headers=headers)
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(
+            f"Creating a Bing conversation took longer than {settings.create_timeout:g} s."
+        ) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnreachable(
+            f"Could not reach Bing to create a conversation ({type(exc).__name__})."
+        ) from exc
+    http.cookies.clear()  # never let one response's Set-Cookie leak into the next request
+    return read_create_response(response)
+
+
+def read_create_response(response: httpx.Response) -> SessionIds:
+    """Validate a create response (status, content type, result, ids) into `SessionIds`."""
+    status_error = create_status_error(response)
+    if status_error is not None:
+        raise status_error
+    body = create_body(response)
+    result = body.get("result") if isinstance(body.get("result"), dict) else {}
+    value, message = result.get("value"), result.get("message") or ""
+    if value is not None and value != "Success":
+        raise create_result_error(str(value), str(message))
+    return session_ids(body, response.headers)
+
+
+def create_status_error(response: httpx.Response) -> UpstreamError | None:
+    """The error for a non-200 create answer, if it is one."""
+    status = response.status_code
+    if status == 200:
+        return None
+    location = response.headers.get("location", "")
+    if 300 <= status < 400:
+        if "cn.bing.com" in location:
+            return UpstreamRegionBlocked("Bing redirected to cn.bing.com: this IP or account is region-locked.")
+        return UpstreamBadResponse(f"Bing answered create with a redirect (HTTP {status}).")
+    if status == 404:
+        return UpstreamRateLimited(
+            "Bing refused to create a conversation (HTTP 404): usually too many new conversations; "
+            "it can also mean this IP's region is blocked.",
+            headers={"Retry-After": "15"},
+        )
+    if status == 429:
+        return UpstreamRateLimited("Bing rate-limited conversation create (HTTP 429).", headers={"Retry-After": "15"})
+    if status in (401, 403):
+        return UpstreamAuthFailed(f"Bing rejected the service's account cookies (HTTP {status} on create).")
+    return UpstreamBadResponse(f"Bing answered create with HTTP {status}.")
+
+
+def create_body(response: httpx.Response) -> dict[str, Any]:
+    """The JSON body of a 200 create answer; a web page or junk becomes a clear error."""
+    content_type = response.headers.get("content-type", "")
+    if "html" in content_type or response.content.lstrip()[:1] == b"<":
+        title = _TITLE.search(response.content)
+        log.warning(
+            "create answered HTML (%d bytes, title %r)",
+            len(response.content),
+            title.group(1).decode(errors="replace") if title else None,
+        )
+        return _raise(
+            UpstreamRegionBlocked(
+                "Bing answered with a web page instead of JSON: a region or IP block, a challenge "
+                "page or bot detection. Try another IP or proxy (BING_PROXY) or fresh cookies."
+            )
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        return _raise(UpstreamBadResponse("Bing's create answer was not JSON."))
+    if not isinstance(body, dict):
+        return _raise(UpstreamBadResponse("Bing's create answer was not a JSON object."))
+    return body
+
+
+def create_result_error(value: str, message: str) -> UpstreamError:
+    """The error for a create `result.value` other than Success."""
+    error = result_error(value, message)
+    if type(error) is UpstreamBadResponse:
+        return UpstreamBadResponse(f"Bing refused to create a conversation: {error.message}")
+    return error
+
+
+def session_ids(body: dict[str, Any], headers: httpx.Headers) -> SessionIds:
+    """Ids from the body, signatures from the headers (since Oct 2023) or the body (before)."""
+    conversation_id, client_id = body.get("conversationId"), body.get("clientId")
+    token = headers.get("x-sydney-encryptedconversationsignature") or body.get("conversationSignature")
+    signature = headers.get("x-sydney-conversationsignature") or body.get("conversationSignature")
+    if not (isinstance(conversation_id, str) and conversation_id and client_id and token):
+        missing = [
+            name
+            for name, present in (("conversationId", conversation_id), ("clientId", client_id), ("signature", token))
+            if not present
+        ]
+        raise UpstreamBadResponse(f"Bing's create answer lacks {', '.join(missing)}.")
+    return SessionIds(conversation_id, str(client_id), str(token), signature)
+
+
+def _raise(error: UpstreamError) -> dict[str, Any]:
+    raise error

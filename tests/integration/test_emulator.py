@@ -1,0 +1,468 @@
+"""The Bing emulator speaks Bing's create + ChatHub protocol over real loopback sockets."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from emulator import CHAT_FAULTS, CREATE_FAULTS, BingEmulator, EmulatorThread
+
+RS = "\x1e"
+HANDSHAKE = '{"protocol":"json","version":1}' + RS
+
+
+@dataclass
+class Created:
+    """A parsed create response."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """Return the body as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass
+class Session:
+    """A conversation the test created."""
+
+    conversation_id: str
+    client_id: str
+    token: str
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[BingEmulator]:
+    """One emulator for the whole module."""
+    with EmulatorThread(ping_interval=0.1, close_wait=1.0) as emulator:
+        yield emulator
+
+
+@pytest.fixture(autouse=True)
+def _clean(emu: BingEmulator) -> Iterator[None]:
+    """Start every test without faults."""
+    emu.clear_faults()
+    emu.faults.slow_seconds = 30.0
+    yield
+    emu.clear_faults()
+
+
+def create(emu: BingEmulator, cookie: str = "_U=abc; MUID=1", timeout: float = 5.0) -> Created:
+    """GET the create endpoint with a raw HTTP client (no redirects followed)."""
+    conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=timeout)
+    try:
+        conn.request("GET", "/turing/conversation/create?bundleVersion=1.1816.0",
+                     headers={"Cookie": cookie, "Accept": "application/json"})
+        resp = conn.getresponse()
+        return Created(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def new_session(emu: BingEmulator, cookie: str = "_U=abc") -> Session:
+    """Create a conversation and return its ids."""
+    created = create(emu, cookie)
+    body = created.json()
+    return Session(body["conversationId"], body["clientId"],
+                   created.headers["x-sydney-encryptedconversationsignature"])
+
+
+def chat_arg(s: Session, text: str, tone: str = "Precise", search: bool = True) -> dict[str, Any]:
+    """Build a realistic chat ARG."""
+    options = ["nlu_direct_response_filter", "deepleo", "enablemm", "h3precise", "clgalileo"]
+    rid = str(uuid.uuid4())
+    return {
+        "source": "cib", "optionsSets": options + ([] if search else ["nosearchall"]),
+        "plugins": [{"id": "c310c353-b9f0-4d76-ab0d-1dd5e979cf68", "category": 1}] if search else [],
+        "isStartOfSession": True, "requestId": rid, "tone": tone, "traceId": uuid.uuid4().hex,
+        "conversationId": s.conversation_id, "participant": {"id": s.client_id},
+        "previousMessages": [{"author": "user", "contextType": "WebPage", "messageType": "Context",
+                              "messageId": "discover-web--page-ping-mriduna-----",
+                              "description": "[system](#additional_instructions)\nBe terse."}],
+        "message": {"author": "user", "inputMethod": "Keyboard", "messageType": "Chat",
+                    "text": text, "messageId": rid, "requestId": rid, "locale": "en-US"},
+    }
+
+
+def open_ws(emu: BingEmulator, token: str, handshake: bool = True) -> ClientConnection:
+    """Open the ChatHub socket with a URL-encoded token, optionally doing the handshake."""
+    ws = connect(f"{emu.chathub_url}?sec_access_token={quote(token, safe='')}",
+                 open_timeout=5, max_size=None, legacy=True)
+    if handshake:
+        ws.send(HANDSHAKE)
+        assert ws.recv(timeout=5) == "{}" + RS
+        ws.send('{"type":6}' + RS)
+    return ws
+
+
+def send_chat(ws: ClientConnection, arg: dict[str, Any], invocation: str = "0") -> None:
+    """Send one type 4 chat frame."""
+    ws.send(json.dumps({"type": 4, "target": "chat", "invocationId": invocation,
+                        "arguments": [arg]}) + RS)
+
+
+def read_turn(ws: ClientConnection, timeout: float = 5.0) -> list[list[dict[str, Any]]]:
+    """Read websocket messages until a type 3 arrives; return records grouped per message."""
+    messages: list[list[dict[str, Any]]] = []
+    while True:
+        raw = ws.recv(timeout=timeout)
+        assert isinstance(raw, str)
+        records = [json.loads(p) for p in raw.split(RS) if p]
+        messages.append(records)
+        if any(r.get("type") == 3 for r in records):
+            return messages
+
+
+def ask(emu: BingEmulator, text: str, search: bool = True, s: Session | None = None
+        ) -> list[list[dict[str, Any]]]:
+    """Create (unless given), connect, chat once and return the turn's messages."""
+    s = s or new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, text, search=search))
+        return read_turn(ws)
+
+
+def flat(messages: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Flatten grouped records."""
+    return [r for group in messages for r in group]
+
+
+def bot_texts(records: list[dict[str, Any]]) -> list[str]:
+    """Return the cumulative answer texts from update records."""
+    out = []
+    for r in records:
+        if r.get("type") == 1 and r.get("target") == "update":
+            msgs = r["arguments"][0].get("messages") or []
+            if msgs and msgs[0]["author"] == "bot" and "messageType" not in msgs[0]:
+                out.append(msgs[0]["text"])
+    return out
+
+
+def final_item(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the type 2 item."""
+    return next(r["item"] for r in records if r.get("type") == 2)
+
+
+def message_types(records: list[dict[str, Any]]) -> set[str]:
+    """Return every messageType seen in updates."""
+    return {m.get("messageType") for r in records if r.get("type") == 1
+            for m in (r["arguments"][0].get("messages") or [])}
+
+
+# ---------------------------------------------------------------- create
+
+def test_create_success_shape_and_headers(emu: BingEmulator) -> None:
+    before = emu.create_count
+    created = create(emu)
+    assert created.status == 200
+    assert created.headers["content-type"].startswith("application/json")
+    body = created.json()
+    assert re.fullmatch(r"51D\|BingProd\|[0-9A-F]{64}", body["conversationId"])
+    assert body["clientId"].isdigit() and len(body["clientId"]) >= 16
+    assert body["result"] == {"value": "Success", "message": None}
+    token = created.headers["x-sydney-encryptedconversationsignature"]
+    assert all(c in token for c in "+/=")
+    assert created.headers["x-sydney-conversationsignature"]
+    anonymous = create(emu, cookie="MUID=123").json()
+    assert anonymous["conversationId"].startswith("51D|BingProdUnAuthenticatedUsers|")
+    assert emu.create_count == before + 2
+
+
+@pytest.mark.parametrize("fault", sorted(CREATE_FAULTS - {"slow"}))
+def test_create_faults(emu: BingEmulator, fault: str) -> None:
+    emu.faults.create = fault
+    emu.faults.times = 1
+    created = create(emu)
+    sig = created.headers.get("x-sydney-encryptedconversationsignature")
+    if fault in ("unauthorized", "forbidden", "internal"):
+        value = {"unauthorized": "UnauthorizedRequest", "forbidden": "Forbidden",
+                 "internal": "InternalServerError"}[fault]
+        assert created.status == 200 and created.json()["result"]["value"] == value
+    elif fault == "missing_signature":
+        assert created.json()["result"]["value"] == "Success" and sig is None
+    elif fault == "missing_ids":
+        assert "clientId" not in created.json() and sig
+    elif fault == "html":
+        assert created.headers["content-type"].startswith("text/html")
+        assert b'_G={Region:"TR"' in created.body
+    elif fault == "redirect_cn":
+        assert created.status == 302
+        assert urlsplit(created.headers["location"]).hostname == "cn.bing.com"
+    elif fault == "empty":
+        assert created.status == 200 and created.body == b""
+    else:
+        assert created.status == int(fault[4:])
+    assert emu.faults.create is None  # times=1 consumed it
+    assert create(emu).json()["result"]["value"] == "Success"
+
+
+def test_create_slow_times_out_client(emu: BingEmulator) -> None:
+    emu.faults.slow_seconds = 5.0
+    emu.faults.create = "slow"
+    started = time.monotonic()
+    with pytest.raises((socket.timeout, TimeoutError)):
+        create(emu, timeout=0.3)
+    assert time.monotonic() - started < 2
+
+
+# ---------------------------------------------------------------- chat
+
+def test_normal_answer_record_sequence(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    conns_before = len(emu.connections)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, "What is the emulator? emulate:words=60"), invocation="3")
+        messages = read_turn(ws)
+    records = flat(messages)
+    first = records[0]
+    assert first["type"] == 1 and first["arguments"][0]["throttling"] == {
+        "maxNumUserMessagesInConversation": 30, "numUserMessagesInConversation": 1,
+        "maxNumLongDocSummaryUserMessagesInConversation": 5,
+        "numLongDocSummaryUserMessagesInConversation": 0}
+    assert any(r.get("target") == "someNewTarget" for r in records)
+    assert {"InternalSearchQuery", "InternalSearchResult", "InternalLoaderMessage",
+            "InternalTasksMessage"} <= message_types(records)
+    texts = bot_texts(records)
+    assert len(texts) > 5
+    assert all(b.startswith(a) and len(b) >= len(a) for a, b in zip(texts, texts[1:]))
+    assert any(len(group) > 1 for group in messages[:-1])
+    last = messages[-1]
+    assert [r["type"] for r in last] == [2, 3] and last[1]["invocationId"] == "3"
+    item = last[0]["item"]
+    assert item["result"]["value"] == "Success" and item["firstNewMessageIndex"] == 1
+    user, *middle, bot = item["messages"]
+    assert user["author"] == "user" and "What is the emulator?" in user["text"]
+    assert {m["messageType"] for m in middle} == {"InternalSearchQuery", "InternalSearchResult"}
+    assert bot["text"] == texts[-1] and "[^1^]" in bot["text"] and "[^2^]" in bot["text"]
+    assert bot["text"].startswith("This answer comes from the Bing Chat API emulator")
+    assert "Tone: Precise; web search: on;" in bot["text"]
+    assert bot["adaptiveCards"][0]["body"][0]["text"].startswith("[1]: https://example.com/")
+    assert len(bot["sourceAttributions"]) == 3 and len(bot["suggestedResponses"]) == 3
+    assert emu.chat_requests[-1]["tone"] == "Precise"
+    assert len(emu.connections) == conns_before + 1
+    record = emu.connections[-1]
+    assert emu.wait_for(lambda: record.closed_at is not None, 2)
+    assert record.completed and not record.closed_early_by_client
+    assert record.answer_text == bot["text"] == record.sent_text
+
+
+def test_answer_is_deterministic_per_prompt(emu: BingEmulator) -> None:
+    one = final_item(flat(ask(emu, "same prompt", search=False)))["messages"][-1]["text"]
+    two = final_item(flat(ask(emu, "same prompt", search=False)))["messages"][-1]["text"]
+    assert one == two
+
+
+def test_search_off_has_no_search_messages(emu: BingEmulator) -> None:
+    records = flat(ask(emu, "offline please", search=False))
+    assert not {"InternalSearchQuery", "InternalSearchResult"} & message_types(records)
+    bot = final_item(records)["messages"][-1]
+    assert "[^" not in bot["text"] and "web search: off" in bot["text"]
+    assert "context: 44 characters" in bot["text"]
+    assert bot["sourceAttributions"] == []
+
+
+def test_signature_mismatch_is_unauthorized(emu: BingEmulator) -> None:
+    mine, other = new_session(emu), new_session(emu)
+    with open_ws(emu, other.token) as ws:
+        send_chat(ws, chat_arg(mine, "hi"))
+        messages = read_turn(ws)
+    assert [r["type"] for r in messages[-1]] == [2, 3]
+    item = messages[-1][0]["item"]
+    assert "messages" not in item
+    assert item["result"]["value"] == item["result"]["error"] == "UnauthorizedRequest"
+
+
+def test_wrong_participant_is_unauthorized(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    arg = chat_arg(s, "hi")
+    arg["participant"] = {"id": "123"}
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, arg)
+        assert final_item(flat(read_turn(ws)))["result"]["value"] == "UnauthorizedRequest"
+
+
+def test_expired_conversation_is_invalid_session(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    emu.expire_conversations()
+    item = final_item(flat(ask(emu, "hi", s=s)))
+    assert item["result"]["value"] == "InvalidSession"
+    assert "expire after 06:00:00" in item["result"]["message"]
+
+
+def test_chat_before_handshake_gets_type7(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    with open_ws(emu, s.token, handshake=False) as ws:
+        send_chat(ws, chat_arg(s, "hi"))
+        assert json.loads(ws.recv(timeout=5).split(RS)[0])["type"] == 7
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=5)
+
+
+@pytest.mark.parametrize("fault,value", [
+    ("throttled", "Throttled"), ("captcha", "CaptchaChallenge"),
+    ("unauthorized", "UnauthorizedRequest"), ("invalid_session", "InvalidSession"),
+    ("forbidden", "Forbidden"), ("internal_error", "InternalServerError")])
+def test_error_faults(emu: BingEmulator, fault: str, value: str) -> None:
+    emu.faults.chat = fault
+    started = time.monotonic()
+    messages = ask(emu, "hi")
+    assert time.monotonic() - started < 1
+    assert len(messages) == 1 and [r["type"] for r in messages[0]] == [2, 3]
+    result = messages[0][0]["item"]["result"]
+    assert result["value"] == result["error"] == value and result["message"]
+    assert "messages" not in messages[0][0]["item"]
+
+
+def test_throttled_by_directive_only_affects_that_request(emu: BingEmulator) -> None:
+    assert final_item(flat(ask(emu, "emulate:throttled hi")))["result"]["value"] == "Throttled"
+    assert final_item(flat(ask(emu, "hi")))["result"]["value"] == "Success"
+
+
+def test_close7_fault(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, "hi emulate:close7"))
+        records: list[dict[str, Any]] = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                records += [json.loads(p) for p in ws.recv(timeout=5).split(RS) if p]
+    assert bot_texts(records) and records[-1]["type"] == 7
+    assert records[-1]["allowReconnect"] is True and closed.value.rcvd is not None
+
+
+def test_drop_fault_aborts_without_close_frame(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, "hi emulate:drop"))
+        records: list[dict[str, Any]] = []
+        with pytest.raises(ConnectionClosedError) as closed:
+            while True:
+                records += [json.loads(p) for p in ws.recv(timeout=5).split(RS) if p]
+    assert closed.value.rcvd is None
+    texts = bot_texts(records)
+    assert texts and not any(r.get("type") == 2 for r in records)
+    record = emu.connections[-1]
+    assert len(texts[-1]) < len(record.answer_text) and not record.closed_early_by_client
+
+
+def test_no_final_fault_closes_normally_without_type2(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, "hi emulate:no_final"))
+        records: list[dict[str, Any]] = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                records += [json.loads(p) for p in ws.recv(timeout=5).split(RS) if p]
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    assert bot_texts(records)[-1] == emu.connections[-1].answer_text
+    assert not {2, 3} & {r["type"] for r in records}
+
+
+def test_stall_fault_goes_silent(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, "hi emulate:stall"))
+        texts: list[str] = []
+        with pytest.raises(TimeoutError):
+            while True:
+                texts += bot_texts([json.loads(p) for p in ws.recv(timeout=0.5).split(RS) if p])
+    assert texts
+    record = emu.connections[-1]
+    assert emu.wait_for(lambda: record.closed_at is not None, 2)
+    assert record.closed_early_by_client and not record.completed
+
+
+@pytest.mark.parametrize("fault", ["retract", "apology_start", "disengaged", "turn_limit",
+                                   "restart", "shrink", "empty_message"])
+def test_stream_faults_end_with_success(emu: BingEmulator, fault: str) -> None:
+    s = new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, f"hi emulate:{fault}"))
+        raws: list[str] = []
+        while not raws or '"type":3' not in raws[-1]:
+            raws.append(ws.recv(timeout=5))
+    records = [json.loads(p) for raw in raws for p in raw.split(RS) if p]
+    item = final_item(records)
+    assert item["result"]["value"] == "Success"
+    last, texts = item["messages"][-1], bot_texts(records)
+    if fault in ("retract", "apology_start"):
+        assert last["contentOrigin"] == "Apology" and last["text"].startswith("Sorry!")
+    elif fault == "disengaged":
+        assert last["messageType"] == "Disengaged"
+    elif fault == "turn_limit":
+        assert last["contentOrigin"] == "TurnLimiter"
+    elif fault == "restart":
+        ids = [r["arguments"][0]["messages"][0]["messageId"] for r in records
+               if r.get("type") == 1 and "messages" in r["arguments"][0]
+               and "messageType" not in r["arguments"][0]["messages"][0]]
+        assert len(set(ids)) == 2 and texts[-1] == last["text"]
+    elif fault == "shrink":
+        assert any(len(b) < len(a) for a, b in zip(texts, texts[1:]))
+    else:
+        assert "" in raws
+    assert emu.connections[-1].fault == fault
+
+
+def test_anonymous_turn_limit(emu: BingEmulator) -> None:
+    s = new_session(emu, cookie="MUID=1")
+    for turn in range(1, 6):
+        item = final_item(flat(ask(emu, "hi emulate:words=5", s=s)))
+        assert item["throttling"]["numUserMessagesInConversation"] == turn
+        assert item["throttling"]["maxNumUserMessagesInConversation"] == 5
+    item = final_item(flat(ask(emu, "hi", s=s)))
+    assert item["messages"][-1]["contentOrigin"] == "TurnLimiter"
+    assert "reached my limit" in item["messages"][-1]["text"]
+
+
+def test_think_sends_pings_before_text(emu: BingEmulator) -> None:
+    records = flat(ask(emu, "hi emulate:think=0.35", search=False))
+    first_text = next(i for i, r in enumerate(records) if bot_texts([r]))
+    assert sum(1 for r in records[:first_text] if r == {"type": 6}) >= 2
+
+
+def test_words_directive_sets_length(emu: BingEmulator) -> None:
+    text = final_item(flat(ask(emu, "long one emulate:words=300 emulate:chunk=25")))
+    assert 290 <= len(text["messages"][-1]["text"].split()) <= 310
+
+
+def test_upgrade_fault_rejects_websocket(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    emu.faults.upgrade = 403
+    with pytest.raises(InvalidStatus) as rejected:
+        open_ws(emu, s.token)
+    assert rejected.value.response.status_code == 403
+    assert emu.faults.upgrade == 403  # times=None: stays until cleared
+    emu.clear_faults()
+    open_ws(emu, s.token).close()
+
+
+def test_client_closing_early_is_recorded(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, "long emulate:words=2000 emulate:delay=0.02"))
+        ws.recv(timeout=5)
+        ws.recv(timeout=5)
+    record = emu.connections[-1]
+    assert emu.wait_for(lambda: record.closed_at is not None, 2)
+    assert record.closed_early_by_client and not record.completed
+    assert len(record.sent_text) < len(record.answer_text)
+
+
+def test_fault_names_are_validated(emu: BingEmulator) -> None:
+    with pytest.raises(ValueError):
+        emu.faults.chat = "no_such_fault"
+    assert "drop" in CHAT_FAULTS and "html" in CREATE_FAULTS

@@ -1,0 +1,53 @@
+"""The real service under uvicorn on a loopback port, in a background thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from apis.app import create_app
+from utils.settings import Settings
+
+
+class ServerThread:
+    """`with ServerThread(settings) as base_url:` serves the app until the block ends."""
+
+    def __init__(self, settings: Settings) -> None:
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="service", daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the service did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def service_settings(emulator: Any, **overrides: Any) -> Settings:
+    """Settings pointing at the emulator, with deadlines short enough for tests."""
+    values: dict[str, Any] = {
+        "bing_cookies": "_U=test-account-cookie; KievRPSSecAuth=TESTSECRET",
+        "bing_create_url": emulator.create_url,
+        "bing_chathub_url": emulator.chathub_url,
+        "create_timeout": 2.0,
+        "connect_timeout": 2.0,
+        "upstream_idle_timeout": 1.5,
+        "stream_hold_timeout": 5.0,
+        "model_aliases": "gpt-4=creative,gpt-3.5-turbo=balanced",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)

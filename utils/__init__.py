@@ -1,0 +1,1 @@
+"""Shared settings, errors and helpers; imports nothing else of the project."""

@@ -1,0 +1,84 @@
+"""The one settings object, read once from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CREATE_URL = "https://www.bing.com/turing/conversation/create"
+DEFAULT_CHATHUB_URL = "wss://sydney.bing.com/sydney/ChatHub"
+
+
+class Settings(BaseSettings):
+    """Field names are the documented environment variables (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # Upstream account and endpoints.
+    bing_cookies: str = Field("", repr=False)
+    bing_create_url: str = DEFAULT_CREATE_URL
+    bing_chathub_url: str = DEFAULT_CHATHUB_URL
+    bing_locale: str = "en-US"
+    # Upstream proxy: BING_PROXY wins; otherwise the usual environment variables apply.
+    bing_proxy: str | None = Field(None, repr=False)
+    https_proxy: str | None = Field(None, repr=False)
+    http_proxy: str | None = Field(None, repr=False)
+    all_proxy: str | None = Field(None, repr=False)
+    no_proxy: str | None = None
+
+    # Who may call us.
+    api_keys: str = Field("", repr=False)
+    cors_origins: str = "*"
+
+    # Deadlines, in seconds.
+    create_timeout: float = 15.0
+    connect_timeout: float = 10.0
+    upstream_idle_timeout: float = 60.0
+    stream_hold_timeout: float = 20.0
+    sse_ping_seconds: float = 15.0
+
+    # Models and request policy.
+    model_aliases: str = ""
+    default_model: str = "balanced"
+    max_prompt_chars: int = 4000
+    max_context_chars: int = 32000
+    inline_extras: str = ""
+    throttle_retry_after: int = 3600
+
+    log_level: str = "INFO"
+    # Serve answers from the built-in Bing emulator instead of Bing (also `--demo`).
+    demo: bool = False
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """Configured API keys; empty means the service is open."""
+        return split_list(self.api_keys)
+
+    @property
+    def alias_map(self) -> dict[str, str]:
+        """MODEL_ALIASES parsed as {alias: model id}."""
+        pairs = (item.split("=", 1) for item in split_list(self.model_aliases) if "=" in item)
+        return {alias.strip(): target.strip() for alias, target in pairs}
+
+    @property
+    def inline_extra_set(self) -> frozenset[str]:
+        """INLINE_EXTRAS parsed: a subset of search, sources, suggestions."""
+        return frozenset(split_list(self.inline_extras))
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """CORS_ORIGINS parsed; `*` allows every origin."""
+        return split_list(self.cors_origins) or ["*"]
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma-separated setting into its non-empty, stripped items."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Read the settings once per process; tests pass their own `Settings` instead."""
+    return Settings()

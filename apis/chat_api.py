@@ -37,9 +37,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.reload:
         if args.demo:
             log.info("with --reload, set DEMO=1 in the environment for demo mode")
-        uvicorn.run("apis.app:create_app", factory=True, reload=True, **common)  # type: ignore[arg-type]
+        uvicorn.run("apis.app:create_app", factory=True, reload=True, **common)
     else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), **common)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 INTERNAL_MESSAGE = "The server had an error while processing your request."
 
 
-def error_body(message: str, error_type: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, error_type: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """The OpenAI error envelope."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
@@ -41,7 +43,9 @@ def validation_error_response(request: Request, exc: Exception) -> JSONResponse:
     else:
         param = ".".join(location) or None
         message = f"Invalid request: {first.get('msg', 'bad value')}" + (f" at `{param}`." if param else ".")
-    return JSONResponse(error_body(message, "invalid_request_error", param=param, code="invalid_request"), 400)
+    return JSONResponse(
+        error_body(message, "invalid_request_error", param=param, code="invalid_request"), 400
+    )
 
 
 def http_error_response(request: Request, exc: Exception) -> JSONResponse:

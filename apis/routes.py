@@ -37,7 +37,9 @@ async def create_chat_completion(body: ChatRequest, request: Request) -> Respons
         answer = await until_disconnect(request, open_answer(plan, upstream))
         if body.stream:
             events = sse_body(answer, ctx, prompt_text, request.app.state.health)
-            return EventSourceResponse(events, ping=upstream.settings.sse_ping_seconds, sep="\n", headers=SSE_HEADERS)
+            return EventSourceResponse(
+                events, ping=upstream.settings.sse_ping_seconds, sep="\n", headers=SSE_HEADERS
+            )
         result = await until_disconnect(request, collect_completion(answer, ctx, prompt_text))
     except ClientGone:
         return Response(status_code=499)
@@ -71,7 +73,12 @@ async def health(request: Request) -> dict[str, Any]:
 async def root(request: Request) -> dict[str, Any]:
     """Where to point a client."""
     base = str(request.base_url).rstrip("/")
-    return {"service": "Bing Chat API", "version": __version__, "base_url": f"{base}/v1", "docs": f"{base}/docs"}
+    return {
+        "service": "Bing Chat API",
+        "version": __version__,
+        "base_url": f"{base}/v1",
+        "docs": f"{base}/docs",
+    }
 
 
 def model_object(name: str, spec: ModelSpec) -> dict[str, Any]:

@@ -65,9 +65,7 @@ async def sse_body(
     yield DONE
 
 
-async def collect_completion(
-    answer: Answer, ctx: ChunkContext, prompt_text: str
-) -> dict[str, Any]:
+async def collect_completion(answer: Answer, ctx: ChunkContext, prompt_text: str) -> dict[str, Any]:
     """Fold the whole answer into one `chat.completion`; raises ProxyError on failure."""
     parts: list[str] = []
     async with aclosing(answer.events()) as events:

@@ -70,13 +70,16 @@ def history_text(message: Mapping[str, Any], index: int) -> str:
     if message.get("role") != "assistant":
         return text
     text = _SEARCH_LINES.sub("", _EXTRAS_BLOCK.sub("", text))
-    calls = [describe_tool_call(call) for call in message.get("tool_calls") or [] if isinstance(call, Mapping)]
+    calls = [
+        describe_tool_call(call) for call in message.get("tool_calls") or [] if isinstance(call, Mapping)
+    ]
     return "\n".join([text, *calls]).strip()
 
 
 def describe_tool_call(call: Mapping[str, Any]) -> str:
     """One assistant tool call rendered for the transcript."""
-    function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+    function = call.get("function")
+    function = function if isinstance(function, Mapping) else {}
     return f"(called tool `{function.get('name', '?')}` with arguments {function.get('arguments', '{}')})"
 
 

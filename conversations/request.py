@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from conversations.composer import ComposedPrompt
@@ -97,7 +97,7 @@ def user_message(text: str, request_id: str, locale: str) -> dict[str, Any]:
         "locale": locale,
         "market": locale,
         "region": locale.rsplit("-", 1)[-1],
-        "timestamp": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
     }
 
 

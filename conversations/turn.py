@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -60,7 +60,7 @@ class Answer:
     head: list[AnswerEvent]
     rest: AsyncGenerator[AnswerEvent, None]
 
-    async def events(self) -> AsyncIterator[AnswerEvent]:
+    async def events(self) -> AsyncGenerator[AnswerEvent, None]:
         """Every event of the turn, once; closing this closes the upstream socket."""
         async with aclosing(self.rest) as rest:
             for event in self.head:

@@ -1,6 +1,6 @@
 """Chat through the service with the official `openai` client, streamed and not.
 
-    BASE_URL=http://127.0.0.1:22222/v1 API_KEY=sk-anything python examples/chat_with_openai.py
+BASE_URL=http://127.0.0.1:22222/v1 API_KEY=sk-anything python examples/chat_with_openai.py
 """
 
 import os

@@ -1,6 +1,6 @@
 """Chat through the service with plain HTTP (httpx), reading the SSE stream by hand.
 
-    BASE_URL=http://127.0.0.1:22222/v1 API_KEY=sk-anything python examples/chat_with_post.py
+BASE_URL=http://127.0.0.1:22222/v1 API_KEY=sk-anything python examples/chat_with_post.py
 """
 
 import json

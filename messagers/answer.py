@@ -73,15 +73,13 @@ def advance(state: AnswerState, event: UpstreamEvent) -> tuple[AnswerState, list
 
 def on_search(state: AnswerState, event: SearchQuery) -> tuple[AnswerState, list[AnswerEvent]]:
     """Remember the query; show it only when the request asked for search progress inline."""
-    state = replace(state, queries=state.queries + (event.query,))
+    state = replace(state, queries=(*state.queries, event.query))
     if "search" not in state.options.inline or not event.query:
         return state, []
     return emit(state, f"> Searching the web for: {event.query}\n\n")
 
 
-def on_text(
-    state: AnswerState, event: BotText, *, final: bool
-) -> tuple[AnswerState, list[AnswerEvent]]:
+def on_text(state: AnswerState, event: BotText, *, final: bool) -> tuple[AnswerState, list[AnswerEvent]]:
     """Diff a cumulative message against what was sent; handle retraction and limits."""
     if event.origin in _FILTERED or event.origin == "TurnLimiter":
         return on_filtered(state, event)
@@ -103,7 +101,7 @@ def on_filtered(state: AnswerState, event: BotText) -> tuple[AnswerState, list[A
     if not state.answered and event.text:
         state, out = emit(state, clean_text(event.text, keep_markers=False, final=True))
     state = replace(state, done=True)
-    return state, out + [Finished("content_filter", queries=state.queries)]
+    return state, [*out, Finished("content_filter", queries=state.queries)]
 
 
 def on_final(state: AnswerState, final: Final) -> tuple[AnswerState, list[AnswerEvent]]:
@@ -126,7 +124,7 @@ def on_final(state: AnswerState, final: Final) -> tuple[AnswerState, list[Answer
         state, more = emit(state, block)
         out += more
     state = replace(state, done=True)
-    return state, out + [Finished("stop", final.sources, final.suggestions, queries)]
+    return state, [*out, Finished("stop", final.sources, final.suggestions, queries)]
 
 
 def fail(state: AnswerState, error: UpstreamError) -> tuple[AnswerState, list[AnswerEvent]]:

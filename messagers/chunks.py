@@ -73,20 +73,16 @@ def usage_chunk(ctx: ChunkContext, usage: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def completion(
-    ctx: ChunkContext, content: str, finished: Finished, usage: dict[str, int]
-) -> dict[str, Any]:
+def completion(ctx: ChunkContext, content: str, finished: Finished, usage: dict[str, int]) -> dict[str, Any]:
     """The non-streaming `chat.completion` object."""
-    message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
     return {
         "id": ctx.id,
         "object": "chat.completion",
         "created": ctx.created,
         "model": ctx.model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": finished.reason}
-        ],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finished.reason}],
         "usage": usage,
         "bing": extras(finished),
     }

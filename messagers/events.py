@@ -74,9 +74,7 @@ class Ignored:
     kind: str
 
 
-UpstreamEvent = (
-    BotText | SearchQuery | Throttling | Final | InvocationEnd | Ping | ServerClosed | Ignored
-)
+UpstreamEvent = BotText | SearchQuery | Throttling | Final | InvocationEnd | Ping | ServerClosed | Ignored
 
 # --- Answer events: what the OpenAI side is built from. ---
 

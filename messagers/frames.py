@@ -103,11 +103,12 @@ def parse_answer(message: dict[str, Any]) -> BotText | None:
 def parse_final(item: Any) -> Final:
     """A type 2 item; on failure only `result` is meaningful."""
     item = item if isinstance(item, dict) else {}
-    result = item.get("result") if isinstance(item.get("result"), dict) else {}
-    messages = _dicts(item.get("messages"))
-    bot = [m for m in messages if m.get("author") == "bot"]
-    answer = next((a for a in map(parse_answer, reversed(bot)) if a is not None), None)
-    with_answer = next((m for m in reversed(bot) if parse_answer(m) is not None), {})
+    result = item.get("result")
+    result = result if isinstance(result, dict) else {}
+    bot = [m for m in _dicts(item.get("messages")) if m.get("author") == "bot"]
+    # The answer is usually the last bot message, but walk back past images and the like.
+    with_answer: dict[str, Any] = next((m for m in reversed(bot) if parse_answer(m) is not None), {})
+    answer = parse_answer(with_answer) if with_answer else None
     queries = tuple(
         _text(m.get("hiddenText")) or _text(m.get("text"))
         for m in bot
@@ -118,9 +119,7 @@ def parse_final(item: Any) -> Final:
         message=_text(result.get("message")),
         answer=answer,
         sources=parse_sources(with_answer.get("sourceAttributions")),
-        suggestions=tuple(
-            _text(s.get("text")) for s in _dicts(with_answer.get("suggestedResponses"))
-        ),
+        suggestions=tuple(_text(s.get("text")) for s in _dicts(with_answer.get("suggestedResponses"))),
         queries=queries,
         throttling=parse_throttling(item.get("throttling")),
     )

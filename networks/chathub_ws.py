@@ -38,9 +38,7 @@ def chathub_url(base: str, access_token: str) -> str:
 class ChatHubSocket:
     """One websocket for one turn; `async with` opens it (with the handshake) and closes it."""
 
-    def __init__(
-        self, url: str, headers: dict[str, str], *, proxy: str | None, open_timeout: float
-    ) -> None:
+    def __init__(self, url: str, headers: dict[str, str], *, proxy: str | None, open_timeout: float) -> None:
         self._url, self._headers, self._proxy, self._open_timeout = url, headers, proxy, open_timeout
         self._ws: ClientConnection | None = None
 
@@ -102,7 +100,7 @@ class ChatHubSocket:
             )
         except InvalidStatus as exc:
             raise upgrade_error(exc.response.status_code) from exc
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"Opening the Bing websocket took longer than {self._open_timeout:g} s."
             ) from exc
@@ -142,7 +140,9 @@ def upgrade_error(status: int) -> UpstreamError:
     if status in (401, 403):
         return UpstreamAuthFailed(f"Bing refused the websocket (HTTP {status}): cookies or token rejected.")
     if status == 429:
-        return UpstreamRateLimited("Bing rate-limited the websocket (HTTP 429).", headers={"Retry-After": "15"})
+        return UpstreamRateLimited(
+            "Bing rate-limited the websocket (HTTP 429).", headers={"Retry-After": "15"}
+        )
     return UpstreamBadResponse(f"Bing refused the websocket upgrade with HTTP {status}.")
 
 

@@ -71,7 +71,8 @@ def read_create_response(response: httpx.Response) -> SessionIds:
     if status_error is not None:
         raise status_error
     body = create_body(response)
-    result = body.get("result") if isinstance(body.get("result"), dict) else {}
+    result = body.get("result")
+    result = result if isinstance(result, dict) else {}
     value, message = result.get("value"), result.get("message") or ""
     if value is not None and value != "Success":
         raise create_result_error(str(value), str(message))
@@ -86,7 +87,9 @@ def create_status_error(response: httpx.Response) -> UpstreamError | None:
     location = response.headers.get("location", "")
     if 300 <= status < 400:
         if "cn.bing.com" in location:
-            return UpstreamRegionBlocked("Bing redirected to cn.bing.com: this IP or account is region-locked.")
+            return UpstreamRegionBlocked(
+                "Bing redirected to cn.bing.com: this IP or account is region-locked."
+            )
         return UpstreamBadResponse(f"Bing answered create with a redirect (HTTP {status}).")
     if status == 404:
         return UpstreamRateLimited(
@@ -95,7 +98,9 @@ def create_status_error(response: httpx.Response) -> UpstreamError | None:
             headers={"Retry-After": "15"},
         )
     if status == 429:
-        return UpstreamRateLimited("Bing rate-limited conversation create (HTTP 429).", headers={"Retry-After": "15"})
+        return UpstreamRateLimited(
+            "Bing rate-limited conversation create (HTTP 429).", headers={"Retry-After": "15"}
+        )
     if status in (401, 403):
         return UpstreamAuthFailed(f"Bing rejected the service's account cookies (HTTP {status} on create).")
     return UpstreamBadResponse(f"Bing answered create with HTTP {status}.")
@@ -142,7 +147,11 @@ def session_ids(body: dict[str, Any], headers: httpx.Headers) -> SessionIds:
     if not (isinstance(conversation_id, str) and conversation_id and client_id and token):
         missing = [
             name
-            for name, present in (("conversationId", conversation_id), ("clientId", client_id), ("signature", token))
+            for name, present in (
+                ("conversationId", conversation_id),
+                ("clientId", client_id),
+                ("signature", token),
+            )
             if not present
         ]
         raise UpstreamBadResponse(f"Bing's create answer lacks {', '.join(missing)}.")

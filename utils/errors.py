@@ -1,20 +1,20 @@
 """The one exception tree of the service; `apis/errors.py` turns it into OpenAI error envelopes.
 
-    ProxyError
-    ├── InvalidRequest (400)             ── ContextLengthExceeded (400)
-    ├── InvalidApiKey (401)
-    ├── ModelNotFound (404)
-    └── UpstreamError
-        ├── UpstreamRateLimited (429)    throttled account, create 404 after many creates
-        ├── UpstreamCaptcha (503)        a human must solve a captcha
-        ├── UpstreamAccountBlocked (503)
-        ├── UpstreamAuthFailed (502)     cookies rejected; never 401, which would blame the caller's key
-        ├── UpstreamRegionBlocked (502)
-        ├── UpstreamBadResponse (502)    ── ConversationUnusable (502): expired or at its turn limit
-        ├── UpstreamUnreachable (502)
-        ├── UpstreamClosed (502)
-        ├── UpstreamTimeout (504)
-        └── StreamInterrupted (502/504)  the answer had started when the failure came
+ProxyError
+├── InvalidRequest (400)             ── ContextLengthExceeded (400)
+├── InvalidApiKey (401)
+├── ModelNotFound (404)
+└── UpstreamError
+    ├── UpstreamRateLimited (429)    throttled account, create 404 after many creates
+    ├── UpstreamCaptcha (503)        a human must solve a captcha
+    ├── UpstreamAccountBlocked (503)
+    ├── UpstreamAuthFailed (502)     cookies rejected; never 401, which would blame the caller's key
+    ├── UpstreamRegionBlocked (502)
+    ├── UpstreamBadResponse (502)    ── ConversationUnusable (502): expired or at its turn limit
+    ├── UpstreamUnreachable (502)
+    ├── UpstreamClosed (502)
+    ├── UpstreamTimeout (504)
+    └── StreamInterrupted (502/504)  the answer had started when the failure came
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,19 +18,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     # Upstream account and endpoints.
-    bing_cookies: str = Field("", repr=False)
+    bing_cookies: Annotated[str, Field(repr=False)] = ""
     bing_create_url: str = DEFAULT_CREATE_URL
     bing_chathub_url: str = DEFAULT_CHATHUB_URL
     bing_locale: str = "en-US"
     # Upstream proxy: BING_PROXY wins; otherwise the usual environment variables apply.
-    bing_proxy: str | None = Field(None, repr=False)
-    https_proxy: str | None = Field(None, repr=False)
-    http_proxy: str | None = Field(None, repr=False)
-    all_proxy: str | None = Field(None, repr=False)
+    bing_proxy: Annotated[str | None, Field(repr=False)] = None
+    https_proxy: Annotated[str | None, Field(repr=False)] = None
+    http_proxy: Annotated[str | None, Field(repr=False)] = None
+    all_proxy: Annotated[str | None, Field(repr=False)] = None
     no_proxy: str | None = None
 
     # Who may call us.
-    api_keys: str = Field("", repr=False)
+    api_keys: Annotated[str, Field(repr=False)] = ""
     cors_origins: str = "*"
 
     # Deadlines, in seconds.

@@ -53,7 +53,9 @@ def test_include_usage_adds_a_final_usage_chunk(client: OpenAI) -> None:
     )
     chunks = list(stream)
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens
+    assert (
+        chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens
+    )
     assert chunks[-2].choices[0].finish_reason == "stop"
 
 

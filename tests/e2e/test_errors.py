@@ -92,7 +92,10 @@ def test_create_failures(client: OpenAI, emulator: BingEmulator, fault: str, sta
     assert (caught.value.status_code, caught.value.code) == (status, code)
 
 
-@pytest.mark.parametrize(("status", "code"), [(401, "upstream_auth_failed"), (403, "upstream_auth_failed"), (500, "upstream_bad_response")])
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(401, "upstream_auth_failed"), (403, "upstream_auth_failed"), (500, "upstream_bad_response")],
+)
 def test_websocket_upgrade_refused(client: OpenAI, emulator: BingEmulator, status: int, code: str) -> None:
     emulator.faults.upgrade = status
     with pytest.raises(openai.APIStatusError) as caught:
@@ -108,9 +111,12 @@ def test_unreachable_upstream_is_502(emulator: BingEmulator) -> None:
         emulator,
         bing_create_url=f"http://127.0.0.1:{dead_port}/turing/conversation/create",
     )
-    with ServerThread(settings) as url, openai_client(url) as client:
-        with pytest.raises(openai.InternalServerError) as caught:
-            call(client)
+    with (
+        ServerThread(settings) as url,
+        openai_client(url) as client,
+        pytest.raises(openai.InternalServerError) as caught,
+    ):
+        call(client)
     assert (caught.value.status_code, caught.value.code) == (502, "upstream_unreachable")
 
 
@@ -163,7 +169,12 @@ class TestCallerErrors:
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(
                 model="balanced",
-                messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}],
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}],
+                    }
+                ],
             )
         assert caught.value.code == "unsupported_content"
 
@@ -175,7 +186,10 @@ class TestApiKeys:
             yield url
 
     def test_wrong_key_is_401(self, keyed_url: str) -> None:
-        with openai_client(keyed_url, api_key="sk-bad") as client, pytest.raises(openai.AuthenticationError) as caught:
+        with (
+            openai_client(keyed_url, api_key="sk-bad") as client,
+            pytest.raises(openai.AuthenticationError) as caught,
+        ):
             call(client)
         assert caught.value.code == "invalid_api_key"
         assert "sk-bad" not in caught.value.message

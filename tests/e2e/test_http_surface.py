@@ -11,7 +11,14 @@ from tests.e2e.helpers import user
 
 def test_models_list_and_retrieve(client: OpenAI) -> None:
     ids = [model.id for model in client.models.list()]
-    assert ids[:6] == ["precise", "precise-offline", "balanced", "balanced-offline", "creative", "creative-offline"]
+    assert ids[:6] == [
+        "precise",
+        "precise-offline",
+        "balanced",
+        "balanced-offline",
+        "creative",
+        "creative-offline",
+    ]
     assert "gpt-4" in ids
     model = client.models.retrieve("creative-offline")
     assert model.owned_by == "bing" and "search turned off" in (model.model_extra or {})["description"]
@@ -25,7 +32,9 @@ def test_unknown_model_retrieve_is_404_envelope(base_url: str) -> None:
 
 @pytest.mark.parametrize("prefix", ["", "/v1", "/api", "/api/v1", "/v1/v1"])
 def test_every_prefix_serves_chat(base_url: str, prefix: str) -> None:
-    response = httpx.post(f"{base_url}{prefix}/chat/completions/", json={"model": "precise", "messages": user("hi")}, timeout=10)
+    response = httpx.post(
+        f"{base_url}{prefix}/chat/completions/", json={"model": "precise", "messages": user("hi")}, timeout=10
+    )
     assert response.status_code == 200, response.text
     assert response.json()["object"] == "chat.completion"
     assert httpx.get(f"{base_url}{prefix}/models").json()["object"] == "list"
@@ -42,7 +51,9 @@ def test_every_prefix_serves_chat(base_url: str, prefix: str) -> None:
     ],
 )
 def test_malformed_bodies_get_400_envelopes(base_url: str, body: bytes, param: str | None) -> None:
-    response = httpx.post(f"{base_url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{base_url}/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["message"]
@@ -69,7 +80,9 @@ def test_cors_preflight_and_headers(base_url: str) -> None:
     assert preflight.status_code == 200
     assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
     assert preflight.headers["access-control-allow-origin"] == "*"
-    error = httpx.post(f"{base_url}/v1/chat/completions", content=b"{", headers={"Origin": "https://chat.example"})
+    error = httpx.post(
+        f"{base_url}/v1/chat/completions", content=b"{", headers={"Origin": "https://chat.example"}
+    )
     assert error.status_code == 400 and error.headers["access-control-allow-origin"] == "*"
 
 

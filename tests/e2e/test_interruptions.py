@@ -14,8 +14,12 @@ from tests.e2e.helpers import eventually, last_answer, user
 
 
 @pytest.mark.parametrize("fault", ["drop", "close7", "stall", "no_final"])
-def test_stream_cut_raises_in_the_client_after_partial_text(client: OpenAI, emulator: BingEmulator, fault: str) -> None:
-    stream = client.chat.completions.create(model="balanced", messages=user(f"emulate:{fault} go"), stream=True)
+def test_stream_cut_raises_in_the_client_after_partial_text(
+    client: OpenAI, emulator: BingEmulator, fault: str
+) -> None:
+    stream = client.chat.completions.create(
+        model="balanced", messages=user(f"emulate:{fault} go"), stream=True
+    )
     received: list[str] = []
     with pytest.raises(openai.APIError) as caught:
         for chunk in stream:
@@ -26,7 +30,9 @@ def test_stream_cut_raises_in_the_client_after_partial_text(client: OpenAI, emul
     assert "cut off" in caught.value.message
 
 
-@pytest.mark.parametrize(("fault", "status"), [("drop", 502), ("close7", 502), ("stall", 504), ("no_final", 502)])
+@pytest.mark.parametrize(
+    ("fault", "status"), [("drop", 502), ("close7", 502), ("stall", 504), ("no_final", 502)]
+)
 def test_non_stream_cut_is_an_error_status(client: OpenAI, fault: str, status: int) -> None:
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="balanced", messages=user(f"emulate:{fault} go"))
@@ -46,7 +52,9 @@ def test_in_band_error_is_one_data_event_then_done(base_url: str) -> None:
     assert not any('"finish_reason":"stop"' in line for line in data)
 
 
-def test_unknown_upstream_records_are_ignored_and_restarts_are_clean(client: OpenAI, emulator: BingEmulator) -> None:
+def test_unknown_upstream_records_are_ignored_and_restarts_are_clean(
+    client: OpenAI, emulator: BingEmulator
+) -> None:
     for fault in ("restart", "shrink", "empty_message"):
         completion = client.chat.completions.create(model="balanced", messages=user(f"emulate:{fault} go"))
         content = completion.choices[0].message.content or ""
@@ -56,7 +64,11 @@ def test_unknown_upstream_records_are_ignored_and_restarts_are_clean(client: Ope
 
 
 def test_client_disconnect_closes_the_upstream_socket(base_url: str, emulator: BingEmulator) -> None:
-    body = {"model": "balanced", "stream": True, "messages": user("emulate:words=3000 emulate:delay=0.01 long")}
+    body = {
+        "model": "balanced",
+        "stream": True,
+        "messages": user("emulate:words=3000 emulate:delay=0.01 long"),
+    }
     with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=10) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
@@ -66,7 +78,9 @@ def test_client_disconnect_closes_the_upstream_socket(base_url: str, emulator: B
     assert record.closed_early_by_client and not record.completed
 
 
-def test_non_stream_client_disconnect_closes_the_upstream_socket(base_url: str, emulator: BingEmulator) -> None:
+def test_non_stream_client_disconnect_closes_the_upstream_socket(
+    base_url: str, emulator: BingEmulator
+) -> None:
     body = {"model": "balanced", "messages": user("emulate:words=3000 emulate:delay=0.01 long")}
     count = len(emulator.connections)
     with pytest.raises(httpx.ReadTimeout):

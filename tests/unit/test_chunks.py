@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from messagers.chunks import completion, content_chunk, finish_chunk, new_context, role_chunk, usage_chunk, usage_of
+from messagers.chunks import (
+    completion,
+    content_chunk,
+    finish_chunk,
+    new_context,
+    role_chunk,
+    usage_chunk,
+    usage_of,
+)
 from messagers.events import Finished, Source
 from messagers.sse import DONE, encode_data
 from utils.tokens import estimate_tokens
@@ -22,7 +30,12 @@ def test_chunks_share_id_created_and_model() -> None:
         (ctx.id, ctx.created, "gpt-4", "chat.completion.chunk")
     }
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert chunks[1]["choices"][0] == {"index": 0, "delta": {"content": "hi"}, "logprobs": None, "finish_reason": None}
+    assert chunks[1]["choices"][0] == {
+        "index": 0,
+        "delta": {"content": "hi"},
+        "logprobs": None,
+        "finish_reason": None,
+    }
     assert chunks[2]["choices"][0]["finish_reason"] == "stop" and chunks[2]["choices"][0]["delta"] == {}
     assert "usage" not in chunks[1]
 
@@ -31,7 +44,11 @@ def test_usage_null_on_every_chunk_when_asked_then_a_usage_chunk() -> None:
     ctx = new_context("precise", include_usage=True)
     assert content_chunk(ctx, "x")["usage"] is None
     last = usage_chunk(ctx, usage_of("abcd", "abcdefgh"))
-    assert last["choices"] == [] and last["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    assert last["choices"] == [] and last["usage"] == {
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "total_tokens": 3,
+    }
 
 
 def test_completion_object_carries_structured_extras() -> None:

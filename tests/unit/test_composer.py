@@ -42,7 +42,11 @@ def test_developer_counts_as_system_and_instructions_come_first() -> None:
 
 def test_content_parts_and_null_content_are_accepted() -> None:
     text, context = compose(
-        {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}],
+        },
         {"role": "tool", "content": [{"type": "text", "text": "42"}], "tool_call_id": "c1"},
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
     )

@@ -34,7 +34,9 @@ def imported_roots(path: Path) -> set[str]:
 def test_imports_point_one_way(package: str) -> None:
     for path in (ROOT / package).glob("*.py"):
         project_imports = imported_roots(path) & PROJECT
-        assert project_imports <= ALLOWED[package], f"{path.name} imports {project_imports - ALLOWED[package]}"
+        assert project_imports <= ALLOWED[package], (
+            f"{path.name} imports {project_imports - ALLOWED[package]}"
+        )
 
 
 def test_translators_do_no_io() -> None:

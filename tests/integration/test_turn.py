@@ -1,0 +1,80 @@
+"""The conversation layer against the emulator over loopback: a whole turn, and both legs via a proxy."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from conversations.plan import plan_turn
+from conversations.turn import Upstream, open_answer
+from emulator import BingEmulator
+from messagers.events import ContentDelta, Finished
+from networks.http_client import create_conversation, make_http_client
+from tests.integration.http_proxy import LoopbackProxy
+from tests.servers import service_settings
+from utils.errors import UpstreamAuthFailed
+from utils.settings import Settings
+
+
+async def answer_text(settings: Settings, prompt: str) -> tuple[str, Finished | None]:
+    async with make_http_client(settings) as http:
+        plan = plan_turn([{"role": "user", "content": prompt}], "balanced", None, settings)
+        answer = await open_answer(plan, Upstream(settings, http))
+        parts, finished = [], None
+        async for event in answer.events():
+            if isinstance(event, ContentDelta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                finished = event
+        return "".join(parts), finished
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_whole_turn(emulator: BingEmulator) -> None:
+    text, finished = run(answer_text(service_settings(emulator), "hello"))
+    assert "emulator" in text and finished is not None and finished.reason == "stop"
+    assert emulator.connections[-1].completed
+
+
+def test_cookies_go_to_both_legs_and_are_not_kept(emulator: BingEmulator) -> None:
+    settings = service_settings(emulator)
+
+    async def create_twice() -> None:
+        async with make_http_client(settings) as http:
+            await create_conversation(http, settings)
+            assert not http.cookies  # a Set-Cookie never leaks into the next request
+            await create_conversation(http, settings)
+
+    run(create_twice())
+    assert all(c.signed_in for c in list(emulator.conversations.values())[-2:])
+
+
+def test_create_result_failure_maps(emulator: BingEmulator) -> None:
+    emulator.faults.create = "unauthorized"
+    settings = service_settings(emulator)
+
+    async def create() -> None:
+        async with make_http_client(settings) as http:
+            await create_conversation(http, settings)
+
+    with pytest.raises(UpstreamAuthFailed):
+        run(create())
+
+
+def test_both_legs_go_through_the_configured_proxy(emulator: BingEmulator) -> None:
+    async def through_proxy() -> tuple[str, list[str]]:
+        async with LoopbackProxy() as proxy:
+            text, _ = await answer_text(service_settings(emulator, bing_proxy=proxy.url), "via proxy")
+            return text, proxy.seen
+
+    text, seen = run(through_proxy())
+    assert "emulator" in text
+    assert any(
+        line.startswith("GET http://127.0.0.1") and "/turing/conversation/create" in line for line in seen
+    )
+    assert any(line.startswith(f"CONNECT 127.0.0.1:{emulator.port}") for line in seen)

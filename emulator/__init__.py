@@ -5,5 +5,12 @@ from .server import BingEmulator
 from .state import ConnectionRecord, Conversation
 from .thread import EmulatorThread
 
-__all__ = ["BingEmulator", "EmulatorThread", "Faults", "ConnectionRecord", "Conversation",
-           "CHAT_FAULTS", "CREATE_FAULTS"]
+__all__ = [
+    "CHAT_FAULTS",
+    "CREATE_FAULTS",
+    "BingEmulator",
+    "ConnectionRecord",
+    "Conversation",
+    "EmulatorThread",
+    "Faults",
+]

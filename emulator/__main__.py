@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 
 from .server import BingEmulator
 
@@ -25,8 +26,12 @@ async def _serve(args: argparse.Namespace) -> None:
     """Start the emulator and serve until cancelled."""
     emulator = BingEmulator(args.host, args.port, words=args.words, update_delay=args.delay,
                             think=args.think)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with emulator:
-        await asyncio.Event().wait()
+        await stop.wait()
 
 
 def main() -> None:
@@ -35,10 +40,7 @@ def main() -> None:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    try:
-        asyncio.run(_serve(args))
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(_serve(args))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
@@ -74,7 +75,7 @@ class ChatSession:
         """Return the next incoming record, or None on timeout or closure."""
         try:
             item = await asyncio.wait_for(self.inbox.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         if item is _CLOSED:
             self.inbox.put_nowait(_CLOSED)
@@ -84,6 +85,8 @@ class ChatSession:
     async def _handshake(self) -> bool:
         """Expect {"protocol":"json","version":1}; answer {} or refuse."""
         first = await self._next(HANDSHAKE_TIMEOUT)
+        while first == frames.PING:
+            first = await self._next(HANDSHAKE_TIMEOUT)
         if not isinstance(first, dict):
             return False
         if "protocol" not in first:
@@ -247,7 +250,7 @@ class ChatSession:
         self.sending = False
         return ok
 
-    async def _send_all(self, records: list[Record | None], delay: float) -> bool:
+    async def _send_all(self, records: Sequence[Record | None], delay: float) -> bool:
         """Send records with `delay` between messages, packing 2-3 into every 5th message."""
         index = 0
         while index < len(records):
@@ -287,7 +290,7 @@ class ChatSession:
             try:
                 await asyncio.wait_for(self.closed.wait(), step)
                 return False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if step >= self.emu.ping_interval and not await self._send([frames.PING]):
                 return False

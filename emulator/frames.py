@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .text import SUGGESTIONS, Source, card_text, cited
@@ -36,7 +36,7 @@ def split_records(message: str) -> list[Any]:
 
 def iso(ts: float | None = None) -> str:
     """Return a UTC ISO-8601 timestamp like Bing's."""
-    moment = datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
+    moment = datetime.fromtimestamp(time.time() if ts is None else ts, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -139,7 +139,8 @@ def search_messages(query: str, sources: list[Source], request_id: str) -> list[
 
 def user_echo(arg: Record, offense: str = "None") -> Record:
     """Return the user message as echoed at the start of the final item."""
-    msg = arg.get("message") if isinstance(arg.get("message"), dict) else {}
+    raw = arg.get("message")
+    msg: Record = raw if isinstance(raw, dict) else {}
     now = iso()
     return {"text": msg.get("text", ""), "author": "user", "from": {"id": _participant(arg)},
             "createdAt": now, "timestamp": msg.get("timestamp", now),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from .chathub import ChatSession
-from .create import CREATE_PATHS, respond, handle_create, reject_upgrade
+from .create import CREATE_PATHS, handle_create, reject_upgrade, respond
 from .faults import Faults
 from .state import ConnectionRecord, Conversation
 
@@ -134,10 +135,8 @@ class BingEmulator:
         if self._stop_event is None:
             await asyncio.sleep(seconds)
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_event.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
 
     async def _process_request(self, connection: ServerConnection,
                                request: Request) -> Response | None:
@@ -156,6 +155,7 @@ class BingEmulator:
     async def _handle(self, ws: ServerConnection) -> None:
         """Run a ChatHub session on an accepted websocket."""
         query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
-        record = ConnectionRecord(token=(query.get("sec_access_token") or [None])[0])
+        tokens = query.get("sec_access_token")
+        record = ConnectionRecord(token=tokens[0] if tokens else None)
         self.connections.append(record)
         await ChatSession(self, ws, record).run()

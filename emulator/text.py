@@ -19,13 +19,14 @@ DISENGAGED_TEXT = ("I\u2019m sorry but I prefer not to continue this conversatio
 SUGGESTIONS = ("Tell me more about the emulator.", "How does the Bing Chat API emulator work?",
                "Can you give me a shorter answer?")
 
-_FILLER = (
+_FILLER_TEXT = (
     "emulated answers keep the proxy honest while the real service stays out of reach and every "
     "stream arrives over a loopback socket so tests can watch each cumulative update grow word by "
     "word until the final item closes the turn with a completion record and the client hangs up "
     "politely after reading suggested responses source attributions throttling counters and "
     "citation markers that point at example pages"
-).split()
+)
+_FILLER = _FILLER_TEXT.split()
 _TOKEN = re.compile(r"\S+\s*")
 
 
@@ -85,7 +86,7 @@ def answer_text(prompt: str, tone: str, search: bool, context_chars: int, words:
 
 def _cite(sentences: list[list[str]], n_sources: int) -> None:
     """Attach `[^n^]` markers before the final period of sentences, cycling through sources."""
-    targets = [0] + list(range(3, len(sentences)))
+    targets = [0, *range(3, len(sentences))]
     if len(targets) == 1:
         targets.append(len(sentences) - 1)
     for k, index in enumerate(targets):

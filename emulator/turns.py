@@ -8,8 +8,16 @@ from dataclasses import dataclass
 
 from . import frames
 from .frames import Record
-from .text import (APOLOGY_TEXT, DISENGAGED_TEXT, TURN_LIMIT_TEXT, Source, answer_text, prefixes,
-                   search_query, sources_for)
+from .text import (
+    APOLOGY_TEXT,
+    DISENGAGED_TEXT,
+    TURN_LIMIT_TEXT,
+    Source,
+    answer_text,
+    prefixes,
+    search_query,
+    sources_for,
+)
 
 SEARCH_TYPES = ("InternalSearchQuery", "InternalSearchResult", "InternalLoaderMessage")
 DISENGAGED_AGAIN = "_disengaged_again"
@@ -142,8 +150,8 @@ def _closing_update(d: _Draft) -> None:
 def _restart(d: _Draft) -> None:
     """Midway, start a new bot messageId whose text starts over."""
     new_id = str(uuid.uuid4())
-    d.updates = (_stream(d.ctx, d.msg_id, d.steps[:d.half], d.sources)
-                 + _stream(d.ctx, new_id, d.steps, d.sources))
+    d.updates = [*_stream(d.ctx, d.msg_id, d.steps[:d.half], d.sources),
+                 *_stream(d.ctx, new_id, d.steps, d.sources)]
     partial = frames.bot_message(d.msg_id, d.ctx.request_id, d.steps[d.half - 1], d.sources,
                                  message_type="Chat")
     d.bots = [partial, dict(d.bots[0], messageId=new_id)]
@@ -167,7 +175,7 @@ def _empty_message(d: _Draft) -> None:
 def _retract(d: _Draft) -> None:
     """Replace the partial answer with an Apology (same messageId)."""
     apology = frames.bot_message(d.msg_id, d.ctx.request_id, APOLOGY_TEXT, [], origin="Apology")
-    d.updates = d.updates[:d.half] + [frames.message_update(apology, d.ctx.request_id)]
+    d.updates = [*d.updates[:d.half], frames.message_update(apology, d.ctx.request_id)]
     d.bots, d.text, d.offense = [dict(apology, messageType="Chat")], APOLOGY_TEXT, "Unknown"
 
 

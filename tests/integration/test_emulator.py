@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import re
 import socket
@@ -115,13 +116,23 @@ def send_chat(ws: ClientConnection, arg: dict[str, Any], invocation: str = "0") 
                         "arguments": [arg]}) + RS)
 
 
+def recv_text(ws: ClientConnection, timeout: float = 5.0) -> str:
+    """Receive one text message."""
+    raw = ws.recv(timeout=timeout)
+    assert isinstance(raw, str)
+    return raw
+
+
+def recv_records(ws: ClientConnection, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Receive one message and split it into records."""
+    return [json.loads(p) for p in recv_text(ws, timeout).split(RS) if p]
+
+
 def read_turn(ws: ClientConnection, timeout: float = 5.0) -> list[list[dict[str, Any]]]:
     """Read websocket messages until a type 3 arrives; return records grouped per message."""
     messages: list[list[dict[str, Any]]] = []
     while True:
-        raw = ws.recv(timeout=timeout)
-        assert isinstance(raw, str)
-        records = [json.loads(p) for p in raw.split(RS) if p]
+        records = recv_records(ws, timeout)
         messages.append(records)
         if any(r.get("type") == 3 for r in records):
             return messages
@@ -238,7 +249,7 @@ def test_normal_answer_record_sequence(emu: BingEmulator) -> None:
             "InternalTasksMessage"} <= message_types(records)
     texts = bot_texts(records)
     assert len(texts) > 5
-    assert all(b.startswith(a) and len(b) >= len(a) for a, b in zip(texts, texts[1:]))
+    assert all(b.startswith(a) and len(b) >= len(a) for a, b in itertools.pairwise(texts))
     assert any(len(group) > 1 for group in messages[:-1])
     last = messages[-1]
     assert [r["type"] for r in last] == [2, 3] and last[1]["invocationId"] == "3"
@@ -307,7 +318,7 @@ def test_chat_before_handshake_gets_type7(emu: BingEmulator) -> None:
     s = new_session(emu)
     with open_ws(emu, s.token, handshake=False) as ws:
         send_chat(ws, chat_arg(s, "hi"))
-        assert json.loads(ws.recv(timeout=5).split(RS)[0])["type"] == 7
+        assert recv_records(ws)[0]["type"] == 7
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=5)
 
@@ -339,7 +350,7 @@ def test_close7_fault(emu: BingEmulator) -> None:
         records: list[dict[str, Any]] = []
         with pytest.raises(ConnectionClosed) as closed:
             while True:
-                records += [json.loads(p) for p in ws.recv(timeout=5).split(RS) if p]
+                records += recv_records(ws)
     assert bot_texts(records) and records[-1]["type"] == 7
     assert records[-1]["allowReconnect"] is True and closed.value.rcvd is not None
 
@@ -351,7 +362,7 @@ def test_drop_fault_aborts_without_close_frame(emu: BingEmulator) -> None:
         records: list[dict[str, Any]] = []
         with pytest.raises(ConnectionClosedError) as closed:
             while True:
-                records += [json.loads(p) for p in ws.recv(timeout=5).split(RS) if p]
+                records += recv_records(ws)
     assert closed.value.rcvd is None
     texts = bot_texts(records)
     assert texts and not any(r.get("type") == 2 for r in records)
@@ -366,7 +377,7 @@ def test_no_final_fault_closes_normally_without_type2(emu: BingEmulator) -> None
         records: list[dict[str, Any]] = []
         with pytest.raises(ConnectionClosed) as closed:
             while True:
-                records += [json.loads(p) for p in ws.recv(timeout=5).split(RS) if p]
+                records += recv_records(ws)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
     assert bot_texts(records)[-1] == emu.connections[-1].answer_text
     assert not {2, 3} & {r["type"] for r in records}
@@ -379,7 +390,7 @@ def test_stall_fault_goes_silent(emu: BingEmulator) -> None:
         texts: list[str] = []
         with pytest.raises(TimeoutError):
             while True:
-                texts += bot_texts([json.loads(p) for p in ws.recv(timeout=0.5).split(RS) if p])
+                texts += bot_texts(recv_records(ws, 0.5))
     assert texts
     record = emu.connections[-1]
     assert emu.wait_for(lambda: record.closed_at is not None, 2)
@@ -394,7 +405,7 @@ def test_stream_faults_end_with_success(emu: BingEmulator, fault: str) -> None:
         send_chat(ws, chat_arg(s, f"hi emulate:{fault}"))
         raws: list[str] = []
         while not raws or '"type":3' not in raws[-1]:
-            raws.append(ws.recv(timeout=5))
+            raws.append(recv_text(ws))
     records = [json.loads(p) for raw in raws for p in raw.split(RS) if p]
     item = final_item(records)
     assert item["result"]["value"] == "Success"
@@ -411,7 +422,7 @@ def test_stream_faults_end_with_success(emu: BingEmulator, fault: str) -> None:
                and "messageType" not in r["arguments"][0]["messages"][0]]
         assert len(set(ids)) == 2 and texts[-1] == last["text"]
     elif fault == "shrink":
-        assert any(len(b) < len(a) for a, b in zip(texts, texts[1:]))
+        assert any(len(b) < len(a) for a, b in itertools.pairwise(texts))
     else:
         assert "" in raws
     assert emu.connections[-1].fault == fault

@@ -67,15 +67,18 @@ class Faults:
 
     def take_create(self) -> str | None:
         """Return the create fault for this request, consuming one use."""
-        return self._take("create")
+        value = self._take("create")
+        return value if isinstance(value, str) else None
 
     def take_chat(self) -> str | None:
         """Return the chat fault for this request, consuming one use."""
-        return self._take("chat")
+        value = self._take("chat")
+        return value if isinstance(value, str) else None
 
     def take_upgrade(self) -> int | None:
         """Return the HTTP status to reject this websocket upgrade with, consuming one use."""
-        return self._take("upgrade")
+        value = self._take("upgrade")
+        return value if isinstance(value, int) else None
 
     def _take(self, kind: str) -> Any:
         """Read one fault field and decrement `times`; clear all faults when it reaches 0."""

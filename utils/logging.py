@@ -10,4 +10,6 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def setup_logging(level: str) -> None:
     """Configure the root logger once, at process start; per-connection chatter stays quiet."""
     logging.basicConfig(level=level.upper(), format=FORMAT)
-    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for chatty in ("websockets", "httpx", "httpcore"):  # one line per connection or request
+        logging.getLogger(chatty).setLevel(quiet)

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from apis import __version__
-from apis.auth import require_api_key
+from apis.auth import require_api_key, supplied_key
 from apis.health import health_report
 from apis.schemas import ChatRequest, check_supported
 from apis.streaming import ClientGone, collect_completion, sse_body, until_disconnect
@@ -30,7 +30,8 @@ async def create_chat_completion(body: ChatRequest, request: Request) -> Respons
     check_supported(body)
     upstream: Upstream = request.app.state.upstream
     messages = [message.model_dump() for message in body.messages]
-    plan = plan_turn(messages, body.model, body.inline_extras, upstream.settings)
+    caller = f"{supplied_key(request)}\x00{body.user if isinstance(body.user, str) else ''}"
+    plan = plan_turn(messages, body.model, body.inline_extras, upstream.settings, caller)
     ctx = new_context(body.model or plan.model.id, include_usage=body.include_usage)
     prompt_text = plan.prompt.context + plan.prompt.text
     try:

@@ -62,6 +62,7 @@ class ChatRequest(BaseModel):
     tool_choice: Any = None
     audio: Any = None
     modalities: list[str] | None = None
+    user: Any = None  # some UIs send a dict here; only a string scopes conversation reuse
     inline_extras: list[str] | None = Field(
         None,
         description="Show extras inside `content`: any of search, sources, suggestions "

@@ -38,16 +38,16 @@ class ComposedPrompt:
 def compose_prompt(messages: Sequence[Mapping[str, Any]], limits: Limits) -> ComposedPrompt:
     """The last user (or tool) message is the prompt; instructions and earlier turns the context.
 
-    Raises InvalidRequest when there is no prompt, ContextLengthExceeded when a budget is blown.
+    Raises InvalidRequest when there is no prompt, ContextLengthExceeded when the prompt is over budget
+    (the context budget is checked by `check_context`, when a fresh conversation needs it).
     """
     if not messages or messages[-1].get("role") not in _PROMPT_ROLES:
         raise InvalidRequest("The last message must come from the user (or a tool).", param="messages")
     text = message_text(messages[-1], len(messages) - 1).strip()
     if not text:
         raise InvalidRequest("The last message has no text.", param="messages")
-    context = render_context(messages[:-1])
-    check_budget(text, context, limits)
-    return ComposedPrompt(text, context)
+    check_prompt(text, limits)
+    return ComposedPrompt(text, render_context(messages[:-1]))
 
 
 def render_context(history: Sequence[Mapping[str, Any]]) -> str:
@@ -107,17 +107,21 @@ def part_text(part: Any, index: int) -> str:
     )
 
 
-def check_budget(text: str, context: str, limits: Limits) -> None:
-    """Refuse (never cut) a prompt or context over the documented character budgets."""
+def check_prompt(text: str, limits: Limits) -> None:
+    """Refuse (never cut) a prompt over its character budget."""
     if len(text) > limits.max_prompt_chars:
         raise ContextLengthExceeded(
             f"The last message has {len(text)} characters; Bing takes at most "
             f"{limits.max_prompt_chars} (MAX_PROMPT_CHARS).",
             param="messages",
         )
-    if len(context) > limits.max_context_chars:
+
+
+def check_context(prompt: ComposedPrompt, limits: Limits) -> None:
+    """Refuse (never cut) instructions plus history over budget; only a fresh conversation sends them."""
+    if len(prompt.context) > limits.max_context_chars:
         raise ContextLengthExceeded(
-            f"The instructions and earlier messages come to {len(context)} characters; the budget is "
-            f"{limits.max_context_chars} (MAX_CONTEXT_CHARS). Shorten the conversation.",
+            f"The instructions and earlier messages come to {len(prompt.context)} characters; the budget "
+            f"is {limits.max_context_chars} (MAX_CONTEXT_CHARS). Shorten the conversation.",
             param="messages",
         )

@@ -1,4 +1,4 @@
-"""From an OpenAI request's parts to a `TurnPlan`: model, prompt within budget, content options."""
+"""From an OpenAI request's parts to a `TurnPlan`: model, prompt within budget, options, identity."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from conversations.composer import Limits, compose_prompt
 from conversations.models import resolve_model
+from conversations.threads import caller_scope, thread_key
 from conversations.turn import TurnPlan
 from messagers.events import AnswerOptions
 from utils.errors import InvalidRequest
@@ -20,8 +21,12 @@ def plan_turn(
     model: str | None,
     inline_extras: Iterable[str] | None,
     settings: Settings,
+    caller: str = "",
 ) -> TurnPlan:
-    """Validate and compose; raises InvalidRequest, ContextLengthExceeded or ModelNotFound."""
+    """Validate and compose; raises InvalidRequest, ContextLengthExceeded or ModelNotFound.
+
+    `caller` identifies who asks (their API key and user id): conversations are never shared across it.
+    """
     spec = resolve_model(model, settings.alias_map, settings.default_model)
     limits = Limits(settings.max_prompt_chars, settings.max_context_chars)
     prompt = compose_prompt(messages, limits)
@@ -32,4 +37,8 @@ def plan_turn(
             f"Unknown inline extras {sorted(unknown)}; choose from {sorted(INLINE_EXTRAS)}.",
             param="inline_extras",
         )
-    return TurnPlan(prompt, spec, AnswerOptions(inline, settings.throttle_retry_after))
+    scope = caller_scope(settings.bing_cookies, settings.bing_create_url, caller)
+    extends_answer = len(messages) >= 2 and messages[-2].get("role") == "assistant"
+    history_key = thread_key(scope, spec.id, messages[:-1]) if extends_answer else None
+    options = AnswerOptions(inline, settings.throttle_retry_after)
+    return TurnPlan(prompt, spec, options, limits, scope, tuple(messages), history_key)

@@ -49,9 +49,9 @@ ALLOWED_MESSAGE_TYPES = (
 
 
 def build_chat_request(
-    prompt: ComposedPrompt, session: SessionIds, model: ModelSpec, locale: str
+    prompt: ComposedPrompt, session: SessionIds, model: ModelSpec, locale: str, *, turn: int = 0
 ) -> dict[str, Any]:
-    """The first (and only) turn of a fresh conversation, context carried in `previousMessages`."""
+    """Turn `turn` of a conversation; the first carries the context in `previousMessages`."""
     request_id = str(uuid.uuid4())
     argument: dict[str, Any] = {
         "source": "cib",
@@ -64,7 +64,7 @@ def build_chat_request(
         "traceId": uuid.uuid4().hex,
         "conversationHistoryOptionsSets": ["autosave", "savemem", "uprofupd", "uprofgen"],
         "gptId": "copilot",
-        "isStartOfSession": True,
+        "isStartOfSession": turn == 0,
         "requestId": request_id,
         "message": user_message(prompt.text, request_id, locale),
         "tone": model.tone,
@@ -74,9 +74,9 @@ def build_chat_request(
     }
     if session.signature:
         argument["conversationSignature"] = session.signature
-    if prompt.context:
+    if prompt.context and turn == 0:
         argument["previousMessages"] = [context_message(prompt.context)]
-    return {"arguments": [argument], "invocationId": "0", "target": "chat", "type": 4}
+    return {"arguments": [argument], "invocationId": str(turn), "target": "chat", "type": 4}
 
 
 def options_sets(model: ModelSpec) -> list[str]:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 
-from conversations.composer import ComposedPrompt
+from conversations.composer import ComposedPrompt, Limits, check_context
 from conversations.models import ModelSpec
+from conversations.pool import WarmPool
 from conversations.request import build_chat_request
+from conversations.threads import ChatThread, ConversationStore, thread_key
 from messagers.answer import AnswerState, advance, start_answer
 from messagers.events import (
     AnswerEvent,
@@ -27,7 +30,7 @@ from messagers.events import (
 from messagers.frames import encode_record, parse_message
 from networks.chathub_ws import PING, ChatHubSocket, chathub_url
 from networks.headers import chathub_headers
-from networks.http_client import create_conversation
+from networks.http_client import SessionIds, create_conversation
 from utils.errors import ConversationUnusable, UpstreamError, UpstreamTimeout, interrupted
 from utils.proxy import pick_proxy
 from utils.settings import Settings
@@ -43,14 +46,20 @@ class TurnPlan:
     prompt: ComposedPrompt
     model: ModelSpec
     options: AnswerOptions
+    limits: Limits
+    scope: str  # who asks: account, caller key and user, hashed
+    messages: tuple[Mapping[str, Any], ...]
+    history_key: str | None  # the exchange this request extends, when it could be ours
 
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """The process-wide upstream dependencies: settings and the shared HTTP client."""
+    """The process-wide upstream dependencies."""
 
     settings: Settings
     http: httpx.AsyncClient
+    store: ConversationStore
+    pool: WarmPool | None = None
 
 
 @dataclass(slots=True)
@@ -67,10 +76,6 @@ class Answer:
                 yield event
             async for event in rest:
                 yield event
-
-    async def aclose(self) -> None:
-        """Close the turn without reading it (the socket closes)."""
-        await self.rest.aclose()
 
 
 async def open_answer(plan: TurnPlan, upstream: Upstream) -> Answer:
@@ -93,23 +98,70 @@ async def open_answer(plan: TurnPlan, upstream: Upstream) -> Answer:
 
 
 async def run_turn(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerEvent, None]:
-    """The turn's answer events; a conversation found expired or full is replaced once."""
+    """The turn's answer events: continue our conversation when possible, else start fresh.
+
+    A conversation found expired or at its limit before any answer is replaced by a fresh one, once.
+    """
+    thread = await claim_thread(plan, upstream)
     for attempt in (1, 2):
+        if thread is None:
+            check_context(plan.prompt, plan.limits)
+            thread = ChatThread(await fresh_session(upstream), 0, None, time.time())
+        parts: list[str] = []
         try:
-            async for event in run_attempt(plan, upstream):
+            async for event in run_attempt(plan, upstream, thread):
+                if isinstance(event, ContentDelta):
+                    parts.append(event.text)
+                elif isinstance(event, Finished):
+                    await keep_thread(plan, upstream, thread, event, "".join(parts))
                 yield event
             return
         except ConversationUnusable:
             if attempt == 2:
                 raise
-            log.info("conversation unusable before any answer; retrying with a fresh one")
+            log.info("conversation unusable before any answer; starting a fresh one")
+            thread = None
 
 
-async def run_attempt(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerEvent, None]:
-    """One create + socket + chat invocation; raises the turn's ProxyError."""
+async def claim_thread(plan: TurnPlan, upstream: Upstream) -> ChatThread | None:
+    """Our conversation behind this request's history, if it can take another turn."""
     settings = upstream.settings
-    session = await create_conversation(upstream.http, settings)
-    frame = encode_record(build_chat_request(plan.prompt, session, plan.model, settings.bing_locale))
+    if plan.history_key is None or not settings.continue_conversations:
+        return None
+    thread = await upstream.store.take(plan.history_key)
+    if thread is None:
+        return None
+    if not thread.usable(time.time(), settings.conversation_max_age, settings.turn_limit_margin):
+        return None
+    return thread
+
+
+async def fresh_session(upstream: Upstream) -> SessionIds:
+    """A pre-created conversation from the warm pool, else a new one."""
+    session = upstream.pool.take() if upstream.pool is not None else None
+    return session or await create_conversation(upstream.http, upstream.settings)
+
+
+async def keep_thread(
+    plan: TurnPlan, upstream: Upstream, thread: ChatThread, finished: Finished, content: str
+) -> None:
+    """Remember the conversation under the exchange it just produced, for the next turn."""
+    if finished.reason != "stop" or not upstream.settings.continue_conversations:
+        return
+    counters = finished.throttling
+    turns = counters.used if counters is not None else thread.turns + 1
+    limit = counters.limit if counters is not None else thread.limit
+    answered = [*plan.messages, {"role": "assistant", "content": content}]
+    key = thread_key(plan.scope, plan.model.id, answered)
+    await upstream.store.put(key, replace(thread, turns=turns, limit=limit))
+
+
+async def run_attempt(
+    plan: TurnPlan, upstream: Upstream, thread: ChatThread
+) -> AsyncGenerator[AnswerEvent, None]:
+    """One socket and chat invocation on `thread`; raises the turn's ProxyError."""
+    settings, session = upstream.settings, thread.session
+    request = build_chat_request(plan.prompt, session, plan.model, settings.bing_locale, turn=thread.turns)
     socket = ChatHubSocket(
         chathub_url(settings.bing_chathub_url, session.access_token),
         chathub_headers(settings.bing_cookies, settings.bing_locale),
@@ -117,7 +169,7 @@ async def run_attempt(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[Answ
         open_timeout=settings.connect_timeout,
     )
     async with socket:
-        await socket.send(frame)
+        await socket.send(encode_record(request))
         async for event in read_answer(socket, plan.options, settings):
             yield event
 

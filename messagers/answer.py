@@ -124,7 +124,7 @@ def on_final(state: AnswerState, final: Final) -> tuple[AnswerState, list[Answer
         state, more = emit(state, block)
         out += more
     state = replace(state, done=True)
-    return state, [*out, Finished("stop", final.sources, final.suggestions, queries)]
+    return state, [*out, Finished("stop", final.sources, final.suggestions, queries, state.throttling)]
 
 
 def fail(state: AnswerState, error: UpstreamError) -> tuple[AnswerState, list[AnswerEvent]]:

@@ -90,6 +90,7 @@ class Finished:
     sources: tuple[Source, ...] = ()
     suggestions: tuple[str, ...] = ()
     queries: tuple[str, ...] = ()
+    throttling: Throttling | None = None  # the conversation's turn counters, when Bing sent them
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     inline_extras: str = ""
     throttle_retry_after: int = 3600
 
+    # Conversation reuse: continue a Bing conversation when a request extends one we answered.
+    continue_conversations: bool = True
+    conversation_store_size: int = 1000
+    conversation_store_ttl: float = 3 * 3600.0
+    conversation_max_age: float = 5.5 * 3600.0  # Bing expires conversations after 6 h
+    turn_limit_margin: int = 1
+    # Conversations created ahead of need (0 disables), replaced when older than the max age.
+    warm_pool_size: int = 1
+    warm_pool_max_age: float = 3600.0
+
     log_level: str = "INFO"
     # Serve answers from the built-in Bing emulator instead of Bing (also `--demo`).
     demo: bool = False

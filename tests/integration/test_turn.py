@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from conversations.plan import plan_turn
+from conversations.threads import MemoryStore
 from conversations.turn import Upstream, open_answer
 from emulator import BingEmulator
 from messagers.events import ContentDelta, Finished
@@ -21,7 +22,7 @@ from utils.settings import Settings
 async def answer_text(settings: Settings, prompt: str) -> tuple[str, Finished | None]:
     async with make_http_client(settings) as http:
         plan = plan_turn([{"role": "user", "content": prompt}], "balanced", None, settings)
-        answer = await open_answer(plan, Upstream(settings, http))
+        answer = await open_answer(plan, Upstream(settings, http, MemoryStore(10, 60)))
         parts, finished = [], None
         async for event in answer.events():
             if isinstance(event, ContentDelta):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from messagers.answer import clean_text, text_delta
-from messagers.events import ContentDelta, Finished
+from messagers.events import ContentDelta, Finished, Throttling
 from tests.unit.replay import replay
 from utils.errors import (
     ConversationUnusable,
@@ -50,7 +50,7 @@ def test_inline_extras_render_search_sources_and_suggestions_as_markdown() -> No
 def test_offline_answer_survives_empty_unknown_and_packed_records() -> None:
     result = replay("offline_answer")
     assert result.content == "Hello! This is an offline answer with no search."
-    assert result.finished == Finished("stop")
+    assert result.finished == Finished("stop", throttling=Throttling(used=1, limit=30))
 
 
 def test_retraction_keeps_what_was_sent_and_finishes_as_content_filter() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conversations.composer import Limits, compose_prompt
+from conversations.composer import Limits, check_context, compose_prompt
 from utils.errors import ContextLengthExceeded, InvalidRequest
 
 LIMITS = Limits(max_prompt_chars=100, max_context_chars=300)
@@ -89,6 +89,9 @@ def test_budgets_refuse_instead_of_cutting() -> None:
     with pytest.raises(ContextLengthExceeded) as caught:
         compose({"role": "user", "content": "x" * 101})
     assert caught.value.code == "context_length_exceeded" and "101" in caught.value.message
+    long_history = compose_prompt(
+        [{"role": "system", "content": "y" * 301}, {"role": "user", "content": "q"}], LIMITS
+    )
     with pytest.raises(ContextLengthExceeded):
-        compose({"role": "system", "content": "y" * 301}, {"role": "user", "content": "q"})
+        check_context(long_history, LIMITS)
     assert compose({"role": "user", "content": "x" * 100})[0] == "x" * 100

@@ -210,7 +210,7 @@ async def read_answer(
 
 
 async def apply_message(
-    socket: ChatHubSocket, state: AnswerState, raw: str
+    socket: ChatHubSocket, state: AnswerState, raw: bytes
 ) -> tuple[AnswerState, list[AnswerEvent]]:
     """Advance the state by every record of one message, echoing pings."""
     out: list[AnswerEvent] = []

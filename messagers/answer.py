@@ -38,8 +38,8 @@ class AnswerState:
     """What has been told to the client so far."""
 
     options: AnswerOptions
-    message_id: str | None = None  # the bot message `sent` belongs to
-    sent: str = ""  # cleaned text of that message already emitted
+    message_id: str | None = None  # the bot message `raw` belongs to
+    raw: str = ""  # that message's text already consumed (cleaned and emitted)
     emitted: int = 0  # characters of content emitted in all
     answered: bool = False  # some answer text was emitted
     queries: tuple[str, ...] = ()
@@ -79,18 +79,29 @@ def on_search(state: AnswerState, event: SearchQuery) -> tuple[AnswerState, list
     return emit(state, f"> Searching the web for: {event.query}\n\n")
 
 
-def on_text(state: AnswerState, event: BotText, *, final: bool) -> tuple[AnswerState, list[AnswerEvent]]:
-    """Diff a cumulative message against what was sent; handle retraction and limits."""
+def on_text(
+    state: AnswerState, event: BotText, *, final: bool
+) -> tuple[AnswerState, list[AnswerEvent]]:
+    """Diff a cumulative message against what was consumed; handle retraction and limits.
+
+    Only the new part of the text is cleaned, so a long answer costs linear, not quadratic, time.
+    """
     if event.origin in _FILTERED or event.origin == "TurnLimiter":
         return on_filtered(state, event)
-    text = clean_text(event.text, keep_markers="sources" in state.options.inline, final=final)
-    delta, new_sent = text_delta(state.sent, text, same_message=event.message_id == state.message_id)
-    if new_sent is None:
+    split = split_new_text(state.raw, event.text, same_message=event.message_id == state.message_id)
+    if split is None:
         return state, []
-    state = replace(state, message_id=event.message_id, sent=new_sent)
-    if not delta:
-        return state, []
-    return emit(replace(state, answered=True), delta)
+    base, new, separator = split
+    delta, used = clean_piece(new, keep_markers="sources" in state.options.inline, final=final)
+    delta = separator + delta if delta else ""
+    state = replace(
+        state,
+        message_id=event.message_id,
+        raw=base + new[:used],
+        emitted=state.emitted + len(delta),
+        answered=state.answered or bool(delta),
+    )
+    return state, [ContentDelta(delta)] if delta else []
 
 
 def on_filtered(state: AnswerState, event: BotText) -> tuple[AnswerState, list[AnswerEvent]]:
@@ -138,29 +149,37 @@ def emit(state: AnswerState, text: str) -> tuple[AnswerState, list[AnswerEvent]]
     return replace(state, emitted=state.emitted + len(text)), [ContentDelta(text)]
 
 
-def text_delta(sent: str, text: str, *, same_message: bool) -> tuple[str, str | None]:
-    """(delta, new baseline) for cumulative `text`; baseline None means keep the old one.
+def split_new_text(consumed: str, text: str, *, same_message: bool) -> tuple[str, str, str] | None:
+    """(kept prefix, new raw text, separator) for cumulative `text`, or None when nothing is new.
 
     Bing's text usually grows; it can shrink (ignored until it grows past), be rewritten in place
-    (continued by position, as it cannot be unsent), or restart in a new message (emitted once it
-    no longer repeats what was sent, after a blank line).
+    (continued by position, as sent text cannot be unsent), or restart in a new message (emitted
+    after a blank line once it no longer repeats what was sent).
     """
-    if text.startswith(sent):
-        return text[len(sent) :], text
-    if len(text) <= len(sent) or sent.startswith(text):
-        return "", None
+    if text.startswith(consumed):
+        return consumed, text[len(consumed) :], ""
+    if len(text) <= len(consumed) or consumed.startswith(text):
+        return None
     if same_message:
-        return text[len(sent) :], text
-    return "\n\n" + text, text
+        return text[: len(consumed)], text[len(consumed) :], ""
+    return "", text, "\n\n"
+
+
+def clean_piece(text: str, *, keep_markers: bool, final: bool) -> tuple[str, int]:
+    """(cleaned text, characters used): markers `[^1^]` become `[1]` or go; a cut-off one waits."""
+    if "[" not in text:
+        return text, len(text)
+    used = len(text)
+    if not final:
+        partial = _PARTIAL_MARKER.search(text, max(used - 8, 0))
+        if partial is not None:
+            used = partial.start()
+    return _MARKER.sub(r"[\1]" if keep_markers else "", text[:used]), used
 
 
 def clean_text(text: str, *, keep_markers: bool, final: bool) -> str:
-    """Citation markers `[^1^]` become `[1]` (sources shown) or go; a cut-off marker waits."""
-    if "[" not in text:
-        return text
-    if not final:
-        text = _PARTIAL_MARKER.sub("", text)
-    return _MARKER.sub(r"[\1]" if keep_markers else "", text)
+    """The whole of `text` cleaned (see `clean_piece`)."""
+    return clean_piece(text, keep_markers=keep_markers, final=final)[0]
 
 
 def extra_blocks(final: Final, options: AnswerOptions) -> list[str]:

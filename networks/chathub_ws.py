@@ -73,17 +73,16 @@ class ChatHubSocket:
         except ConnectionClosed as exc:
             raise closed_error(exc) from exc
 
-    async def recv(self, timeout: float) -> str | None:
-        """The next message, or None when `timeout` seconds pass with none."""
+    async def recv(self, timeout: float) -> bytes | None:
+        """The next message as raw bytes (undecoded: cheaper), or None after `timeout` seconds of none."""
         assert self._ws is not None
         try:
             async with asyncio.timeout(max(timeout, 0)):
-                message = await self._ws.recv()
+                return await self._ws.recv(decode=False)
         except TimeoutError:
             return None
         except ConnectionClosed as exc:
             raise closed_error(exc) from exc
-        return message if isinstance(message, str) else message.decode("utf-8", "replace")
 
     async def _connect(self) -> ClientConnection:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from messagers.answer import clean_text, text_delta
+from messagers.answer import clean_piece, clean_text, split_new_text
 from messagers.events import ContentDelta, Finished, Throttling
 from tests.unit.replay import replay
 from utils.errors import (
@@ -130,17 +130,24 @@ def test_final_without_answer_is_a_bad_response() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sent", "text", "same", "expected"),
+    ("consumed", "text", "same", "expected"),
     [
-        ("", "Hello", True, ("Hello", "Hello")),
-        ("Hello", "Hello world", True, (" world", "Hello world")),
-        ("Hello world", "Hello", True, ("", None)),
-        ("Hello world", "Hallo world!", True, ("!", "Hallo world!")),
-        ("Hello world", "Goodbye, cruel world", False, ("\n\nGoodbye, cruel world", "Goodbye, cruel world")),
+        ("", "Hello", True, ("", "Hello", "")),
+        ("Hello", "Hello world", True, ("Hello", " world", "")),
+        ("Hello world", "Hello", True, None),
+        ("Hello world", "Hallo world!", True, ("Hallo world", "!", "")),
+        ("Hello world", "Goodbye, cruel world", False, ("", "Goodbye, cruel world", "\n\n")),
     ],
 )
-def test_text_delta(sent: str, text: str, same: bool, expected: tuple[str, str | None]) -> None:
-    assert text_delta(sent, text, same_message=same) == expected
+def test_split_new_text(
+    consumed: str, text: str, same: bool, expected: tuple[str, str, str] | None
+) -> None:
+    assert split_new_text(consumed, text, same_message=same) == expected
+
+
+def test_clean_piece_holds_back_a_cut_marker() -> None:
+    assert clean_piece("tall[^1^] peak[^", keep_markers=False, final=False) == ("tall peak", 14)
+    assert clean_piece("plain", keep_markers=False, final=False) == ("plain", 5)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,8 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--words", type=int, default=40, help="default answer length in words")
     parser.add_argument("--delay", type=float, default=0.002, help="seconds between updates")
     parser.add_argument("--think", type=float, default=0.0, help="seconds of pings before text")
+    parser.add_argument("--keep-records", type=int, default=1000,
+                        help="keep only the newest N chat/connection/conversation records")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args()
 
@@ -25,7 +27,7 @@ def _parse_args() -> argparse.Namespace:
 async def _serve(args: argparse.Namespace) -> None:
     """Start the emulator and serve until cancelled."""
     emulator = BingEmulator(args.host, args.port, words=args.words, update_delay=args.delay,
-                            think=args.think)
+                            think=args.think, keep_records=args.keep_records)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -127,13 +127,15 @@ class ChatSession:
         if arg is None:
             return await self._send([{"type": 3, "invocationId": invocation, "error":
                                       "Failed to invoke 'chat' due to an error on the server."}])
-        self.emu.chat_requests.append(arg)
+        self.emu.record_chat(arg)
         self.record.chats += 1
         self.sending = True
         request_id = str(arg.get("requestId") or uuid.uuid4())
         conv, error = self._validate(arg)
         if error is not None or conv is None:
             return await self._fail(invocation, conv, request_id, *(error or UNAUTHORIZED))
+        if arg.get("isStartOfSession") is False:
+            self.emu.continued_chat_count += 1
         directives = parse_directives(str(arg["message"]["text"]))
         fault = directives.fault or self.emu.faults.take_chat()
         self.record.fault = fault

@@ -69,7 +69,7 @@ def _success(emu: BingEmulator, connection: ServerConnection, request: Request) 
     signed_in = any(part.strip().startswith("_U=") and len(part.strip()) > 3
                     for part in cookies.split(";"))
     conv = new_conversation(signed_in)
-    emu.conversations[conv.conversation_id] = conv
+    emu.add_conversation(conv)
     log.debug("create: conversation registered (signed_in=%s)", signed_in)
     body = {"conversationId": conv.conversation_id, "clientId": conv.client_id,
             "result": {"value": "Success", "message": None}}

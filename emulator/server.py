@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, MutableSequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +23,7 @@ from .state import ConnectionRecord, Conversation
 log = logging.getLogger(__name__)
 
 CHATHUB_PATH = "/sydney/ChatHub"
+STATS_PATH = "/_emulator/stats"
 
 
 class BingEmulator:
@@ -31,8 +34,14 @@ class BingEmulator:
                  conversation_ttl: float = 6 * 3600.0, words: int = 40,
                  words_per_update: int = 4, update_delay: float = 0.002, think: float = 0.0,
                  ping_interval: float = 5.0, close_wait: float = 5.0,
-                 slow_seconds: float = 30.0) -> None:
-        """Configure the emulator; nothing listens until start()."""
+                 slow_seconds: float = 30.0, keep_records: int | None = None) -> None:
+        """Configure the emulator; nothing listens until start().
+
+        `keep_records` caps `chat_requests`, `connections` and `conversations` to the newest N
+        entries (None keeps everything, as tests need); the counters keep counting regardless.
+        """
+        if keep_records is not None and keep_records < 1:
+            raise ValueError("keep_records must be at least 1 (or None)")
         self.host, self._requested_port = host, port
         self.max_turns_signed_in = max_turns_signed_in
         self.max_turns_anonymous = max_turns_anonymous
@@ -41,9 +50,13 @@ class BingEmulator:
         self.update_delay, self.think = update_delay, think
         self.ping_interval, self.close_wait = ping_interval, close_wait
         self.faults = Faults(slow_seconds=slow_seconds)
+        self.keep_records = keep_records
         self.create_count = 0
-        self.chat_requests: list[dict[str, Any]] = []
-        self.connections: list[ConnectionRecord] = []
+        self.chat_count = 0
+        self.continued_chat_count = 0
+        self.connection_count = 0
+        self.chat_requests: MutableSequence[dict[str, Any]] = _history(keep_records)
+        self.connections: MutableSequence[ConnectionRecord] = _history(keep_records)
         self.conversations: dict[str, Conversation] = {}
         self.stopping = False
         self._server: Server | None = None
@@ -105,6 +118,23 @@ class BingEmulator:
         """Switch every fault off."""
         self.faults.clear()
 
+    def stats(self) -> dict[str, int]:
+        """Return the counters served at GET /_emulator/stats (they never drop with keep_records)."""
+        return {"creates": self.create_count, "chats": self.chat_count,
+                "connections": self.connection_count, "continued_chats": self.continued_chat_count}
+
+    def record_chat(self, arg: dict[str, Any]) -> None:
+        """Remember one chat frame's argument (capped by keep_records) and count it."""
+        self.chat_requests.append(arg)
+        self.chat_count += 1
+
+    def add_conversation(self, conv: Conversation) -> None:
+        """Register a conversation, dropping the oldest beyond keep_records."""
+        self.conversations[conv.conversation_id] = conv
+        if self.keep_records is not None:
+            while len(self.conversations) > self.keep_records:
+                del self.conversations[next(iter(self.conversations))]
+
     def expire_conversations(self) -> None:
         """Age every known conversation past conversation_ttl (next chat gets InvalidSession)."""
         for conv in list(self.conversations.values()):
@@ -142,6 +172,8 @@ class BingEmulator:
                                request: Request) -> Response | None:
         """Route plain HTTP requests; let ChatHub upgrades through (unless faulted)."""
         path = urlsplit(request.path).path
+        if path == STATS_PATH:
+            return respond(connection, 200, json.dumps(self.stats()))
         if path in CREATE_PATHS:
             return await handle_create(self, connection, request)
         if path.lower() == CHATHUB_PATH.lower():
@@ -158,4 +190,10 @@ class BingEmulator:
         tokens = query.get("sec_access_token")
         record = ConnectionRecord(token=tokens[0] if tokens else None)
         self.connections.append(record)
+        self.connection_count += 1
         await ChatSession(self, ws, record).run()
+
+
+def _history(keep: int | None) -> MutableSequence[Any]:
+    """Return a list (keep everything) or a deque holding only the newest `keep` entries."""
+    return [] if keep is None else deque(maxlen=keep)

@@ -477,3 +477,50 @@ def test_fault_names_are_validated(emu: BingEmulator) -> None:
     with pytest.raises(ValueError):
         emu.faults.chat = "no_such_fault"
     assert "drop" in CHAT_FAULTS and "html" in CREATE_FAULTS
+
+
+# ---------------------------------------------------------------- stats and record caps
+
+def get_stats(emu: BingEmulator) -> dict[str, int]:
+    """GET /_emulator/stats."""
+    conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=5)
+    try:
+        conn.request("GET", "/_emulator/stats")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("Content-Type", "").startswith("application/json")
+        stats: dict[str, int] = json.loads(resp.read())
+        return stats
+    finally:
+        conn.close()
+
+
+def test_stats_endpoint_counts_creates_chats_and_continuations(emu: BingEmulator) -> None:
+    before = get_stats(emu)
+    assert set(before) == {"creates", "chats", "connections", "continued_chats"}
+    s = new_session(emu)
+    ask(emu, "first emulate:words=5", s=s)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, dict(chat_arg(s, "second emulate:words=5"), isStartOfSession=False), "1")
+        read_turn(ws)
+    after = get_stats(emu)
+    assert after == {"creates": before["creates"] + 1, "chats": before["chats"] + 2,
+                     "connections": before["connections"] + 2,
+                     "continued_chats": before["continued_chats"] + 1}
+    assert after["creates"] == emu.create_count
+
+
+def test_keep_records_caps_history_but_not_counters() -> None:
+    with EmulatorThread(keep_records=2, close_wait=0.2) as small:
+        sessions = [new_session(small) for _ in range(3)]
+        for s in sessions[1:]:
+            ask(small, "hi emulate:words=3", search=False, s=s)
+        ask(small, "again emulate:words=3", search=False, s=sessions[-1])
+        assert len(small.conversations) == 2
+        assert sessions[0].conversation_id not in small.conversations
+        assert len(small.chat_requests) == 2 and len(small.connections) == 2
+        assert small.chat_requests[-1]["message"]["text"].startswith("again")
+        assert get_stats(small) == {"creates": 3, "chats": 3, "connections": 3,
+                                    "continued_chats": 0}
+    with pytest.raises(ValueError):
+        BingEmulator(keep_records=0)

@@ -1,0 +1,191 @@
+"""`python -m benchmarks.run`: the proxy against a direct Bing client, on the same local emulator.
+
+Starts the emulator and the service as separate processes on loopback ports, drives both paths
+from this process, prints one markdown table with PASS/FAIL lines per target, and writes it to
+benchmarks/results.md (full runs). Every scenario is bounded by a request count and a time cap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shlex
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from benchmarks.load import Budget
+from benchmarks.procs import ROOT, Stack, running_stack
+from benchmarks.report import Results, document, table, target_lines, targets
+from benchmarks.scenarios import Scenario, run_scenario, run_side
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results.md"
+SHORT, LONG = 40, 3000
+
+
+def _full() -> list[Scenario]:
+    return [
+        Scenario("short-c1", "short", SHORT, Budget(300, 1, 15), warmup=10),
+        Scenario("short-c50", "short", SHORT, Budget(3000, 50, 25), warmup=50),
+        Scenario("short-c200", "short", SHORT, Budget(4000, 200, 25), warmup=200),
+        Scenario("long-c1", "long", LONG, Budget(6, 1, 30), warmup=1, timeout=120),
+        Scenario("long-c4", "long", LONG, Budget(12, 4, 40), timeout=120),
+        Scenario("chat5", "chat5", SHORT, Budget(10, 1, 25), warmup=1),
+        Scenario("soak", "soak", SHORT, Budget(10_000, 50, 120), sides=("proxy",), warmup=50,
+                 checkpoint=1000),
+    ]
+
+
+def _quick() -> list[Scenario]:
+    return [
+        Scenario("short-c1", "short", SHORT, Budget(20, 1, 4), warmup=3),
+        Scenario("short-c50", "short", SHORT, Budget(200, 50, 4), warmup=50),
+        Scenario("short-c200", "short", SHORT, Budget(300, 200, 4)),
+        Scenario("long-c1", "long", LONG, Budget(1, 1, 15), timeout=60),
+        Scenario("chat5", "chat5", SHORT, Budget(2, 1, 6)),
+        Scenario("soak", "soak", SHORT, Budget(500, 50, 6), sides=("proxy",), checkpoint=100),
+    ]
+
+
+def _smoke() -> list[Scenario]:
+    return [
+        Scenario("short-c1", "short", SHORT, Budget(3, 1, 3), warmup=1),
+        Scenario("short-c4", "short", SHORT, Budget(8, 4, 3)),
+        Scenario("long-c1", "long", 300, Budget(1, 1, 5)),
+        Scenario("chat5", "chat5", SHORT, Budget(1, 1, 5)),
+        Scenario("soak", "soak", SHORT, Budget(20, 4, 4), sides=("proxy",), checkpoint=10),
+    ]
+
+
+PRESETS = {"full": _full, "quick": _quick, "smoke": _smoke}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", dest="mode", const="quick",
+                      help="small counts: a smoke check in about 30 s")
+    mode.add_argument("--smoke", action="store_const", dest="mode", const="smoke",
+                      help="tiny counts and concurrency (what the pytest smoke test runs)")
+    parser.set_defaults(mode="full")
+    parser.add_argument("--only", action="append", default=[], metavar="SCENARIO",
+                        help="run only this scenario (or group: short, long, chat5, soak); "
+                             "repeatable")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the service (e.g. WARM_POOL_SIZE=4)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"write the results here (full runs default to {DEFAULT_OUT})")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a target fails or a request failed")
+    return parser.parse_args(argv)
+
+
+def select(scenarios: list[Scenario], only: list[str]) -> list[Scenario]:
+    """The scenarios named by --only (exact name or the group before '-'); all if none."""
+    if not only:
+        return scenarios
+    chosen = [s for s in scenarios if s.name in only or s.name.split("-")[0] in only]
+    if not chosen:
+        names = ", ".join(s.name for s in scenarios)
+        raise SystemExit(f"--only {' '.join(only)}: no such scenario (have: {names})")
+    return chosen
+
+
+def service_env_overrides(pairs: list[str]) -> dict[str, str]:
+    """--env NAME=VALUE pairs."""
+    extra: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--env {pair!r}: expected NAME=VALUE")
+        extra[name] = value
+    return extra
+
+
+def reported_env(extra: dict[str, str]) -> dict[str, str]:
+    """Service settings that came from our environment or --env, for the results header."""
+    text = (ROOT / "utils" / "settings.py").read_text("utf-8", "replace")
+    names = {n.upper() for n in re.findall(r"^    ([a-z_]+): ", text, re.MULTILINE)}
+    names -= {"BING_COOKIES", "BING_CREATE_URL", "BING_CHATHUB_URL", "LOG_LEVEL", "API_KEYS"}
+    found = {k: v for k, v in os.environ.items() if k.upper() in names}
+    found.update(extra)
+    return found
+
+
+async def warm_up(stack: Stack) -> None:
+    """A few requests on both paths before anything is measured."""
+    warm = Scenario("warm-up", "short", SHORT, Budget(20, 4, 15))
+    print("  [warm-up] 20 requests per side", flush=True)
+    for side in warm.sides:
+        await run_side(stack, warm, side)
+
+
+async def run_all(stack: Stack, scenarios: list[Scenario]) -> Results:
+    """Warm up, then every scenario in order."""
+    await warm_up(stack)
+    results: Results = {}
+    for scenario in scenarios:
+        results[scenario.name] = await run_scenario(stack, scenario)
+    return results
+
+
+def _runner() -> asyncio.Runner:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def execute(scenarios: list[Scenario], extra: dict[str, str]) -> Results:
+    """Start the processes, run everything, and stop the processes whatever happens."""
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs, \
+            running_stack(Path(logs), extra) as stack:
+        try:
+            with _runner() as runner:
+                return runner.run(run_all(stack, scenarios))
+        except Exception:
+            for child in (stack.service, stack.emulator):
+                print(f"--- {child.name} log tail ---\n{child.log_tail()}", file=sys.stderr)
+            raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 0 unless --check finds a failed target or request."""
+    args = parse_args(argv)
+    scenarios = select(PRESETS[args.mode](), args.only)
+    extra = service_env_overrides(args.env)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.perf_counter()
+    print(f"benchmark ({args.mode}): {', '.join(s.name for s in scenarios)}", flush=True)
+    try:
+        results = execute(scenarios, extra)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the emulator and the service were stopped", file=sys.stderr)
+        return 130
+    found = targets(results)
+    errors = sum(r.stats.errors for sides in results.values() for r in sides.values())
+    print("\n" + table(results) + "\n\n" + target_lines(found))
+    print(f"\ntotal errors: {errors}; wall time {time.perf_counter() - started:.0f} s")
+    out = args.out or (DEFAULT_OUT if args.mode == "full" else None)
+    if out is not None:
+        command = shlex.join(["python", "-m", "benchmarks.run", *(argv or sys.argv[1:])])
+        out.write_text(document(results, reported_env(extra), args.mode, command), "utf-8")
+        print(f"written to {out}")
+    failed = errors > 0 or any(t.verdict == "FAIL" for t in found)
+    return 1 if args.check and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -37,32 +37,39 @@ class ClientGone(Exception):
 async def sse_body(
     answer: Answer, ctx: ChunkContext, prompt_text: str, health: HealthRecord
 ) -> AsyncIterator[bytes]:
-    """Role chunk, content deltas, the finish chunk (and usage), then [DONE]; errors go in-band."""
-    yield encode_data(role_chunk(ctx))
+    """Role chunk, content deltas, the finish chunk (and usage), then [DONE]; errors go in-band.
+
+    Writes are coalesced: the role chunk travels with the first text, and the finish chunk, usage
+    and [DONE] go out together.
+    """
+    pending = encode_data(role_chunk(ctx))
     parts: list[str] = []
     try:
         async with aclosing(answer.events()) as events:
             async for event in events:
                 if isinstance(event, ContentDelta):
                     parts.append(event.text)
-                    yield encode_data(content_chunk(ctx, event.text))
+                    yield pending + encode_data(content_chunk(ctx, event.text))
+                    pending = b""
                 elif isinstance(event, Finished):
-                    yield encode_data(finish_chunk(ctx, event))
+                    tail = encode_data(finish_chunk(ctx, event))
                     if ctx.include_usage:
-                        yield encode_data(usage_chunk(ctx, usage_of(prompt_text, "".join(parts))))
+                        tail += encode_data(usage_chunk(ctx, usage_of(prompt_text, "".join(parts))))
                     health.record_success()
-                    break
-            else:
-                raise UpstreamBadResponse("Bing's answer ended without a final frame.")
+                    yield pending + tail + DONE
+                    return
+                elif pending:  # Waiting: the stream opened before any text; show the role now
+                    yield pending
+                    pending = b""
+        raise UpstreamBadResponse("Bing's answer ended without a final frame.")
     except ProxyError as exc:
         log.warning("stream failed after the first byte: %s", exc.code)
         if isinstance(exc, UpstreamError):
             health.record_failure(exc.code or "upstream_error")
-        yield encode_data(exc.envelope())
+        yield pending + encode_data(exc.envelope()) + DONE
     except Exception:
         log.exception("stream failed after the first byte")
-        yield encode_data(error_body(INTERNAL_MESSAGE, "server_error"))
-    yield DONE
+        yield pending + encode_data(error_body(INTERNAL_MESSAGE, "server_error")) + DONE
 
 
 async def collect_completion(answer: Answer, ctx: ChunkContext, prompt_text: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from conversations.models import ModelSpec
 from conversations.pool import WarmPool
 from conversations.request import build_chat_request
 from conversations.threads import ChatThread, ConversationStore, thread_key
-from messagers.answer import AnswerState, advance, start_answer
+from messagers.answer import AnswerState, advance, merge_deltas, start_answer
 from messagers.events import (
     AnswerEvent,
     AnswerOptions,
@@ -174,38 +174,76 @@ async def run_attempt(
             yield event
 
 
+class TurnClock:
+    """The deadlines of one turn: upstream idleness, the hold before streaming, pings to Bing."""
+
+    def __init__(self, settings: Settings, now: float) -> None:
+        self.idle = settings.upstream_idle_timeout
+        self.last_frame = self.last_upstream_ping = now
+        self.hold_until: float | None = now + settings.stream_hold_timeout
+
+    def idle_expired(self, now: float) -> bool:
+        """Bing has been silent for longer than UPSTREAM_IDLE_TIMEOUT."""
+        return now - self.last_frame >= self.idle
+
+    def hold_expired(self, now: float) -> bool:
+        """True once, when the hold before streaming runs out with no answer text."""
+        if self.hold_until is None or now < self.hold_until:
+            return False
+        self.hold_until = None
+        return True
+
+    def next_wait(self, now: float) -> float:
+        """Seconds until something is due."""
+        due = [
+            self.last_frame + self.idle,
+            max(self.last_frame, self.last_upstream_ping) + CLIENT_PING_SECONDS,
+        ]
+        if self.hold_until is not None:
+            due.append(self.hold_until)
+        return max(min(due) - now, 0.0)
+
+    def upstream_ping_due(self, now: float) -> bool:
+        """Time to ping a quiet Bing (and note that we did)."""
+        if now - max(self.last_frame, self.last_upstream_ping) < CLIENT_PING_SECONDS:
+            return False
+        self.last_upstream_ping = now
+        return True
+
+    def saw(self, now: float, event: AnswerEvent | None = None) -> None:
+        """A frame arrived (and `event` goes to the client); text ends the hold."""
+        self.last_frame = now
+        if isinstance(event, ContentDelta):
+            self.hold_until = None
+
+
 async def read_answer(
     socket: ChatHubSocket, options: AnswerOptions, settings: Settings
 ) -> AsyncGenerator[AnswerEvent, None]:
     """Frames to answer events until the turn is done, with idle and hold deadlines."""
     state = start_answer(options)
-    started = last_frame = time.monotonic()
-    hold_until: float | None = started + settings.stream_hold_timeout
+    clock = TurnClock(settings, time.monotonic())
     while not state.done:
         now = time.monotonic()
-        idle_left = last_frame + settings.upstream_idle_timeout - now
-        if idle_left <= 0:
+        if clock.idle_expired(now):
             raise_idle(state, settings)
-        hold_left = hold_until - now if hold_until is not None else CLIENT_PING_SECONDS
-        if hold_left <= 0 and hold_until is not None:
-            hold_until = None
+        if clock.hold_expired(now):
             yield Waiting()
             continue
         try:
-            raw = await socket.recv(min(idle_left, hold_left, CLIENT_PING_SECONDS))
+            raw = await socket.recv(clock.next_wait(now))
             if raw is None:
-                if time.monotonic() - last_frame >= CLIENT_PING_SECONDS:
+                if clock.upstream_ping_due(time.monotonic()):
                     await socket.send(PING)
                 continue
-            last_frame = time.monotonic()
+            clock.saw(time.monotonic())
             state, out = await apply_message(socket, state, raw)
         except UpstreamError as exc:
             raise (interrupted(exc) if state.emitted else exc) from exc
         for event in out:
             if isinstance(event, UpstreamFailure):
                 raise event.error
-            if isinstance(event, ContentDelta):
-                hold_until = None
+            clock.saw(time.monotonic(), event)
             yield event
 
 
@@ -224,7 +262,7 @@ async def apply_message(
             out += more
             if state.done:
                 break
-    return state, out
+    return state, merge_deltas(out)
 
 
 def raise_idle(state: AnswerState, settings: Settings) -> None:

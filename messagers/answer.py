@@ -79,9 +79,7 @@ def on_search(state: AnswerState, event: SearchQuery) -> tuple[AnswerState, list
     return emit(state, f"> Searching the web for: {event.query}\n\n")
 
 
-def on_text(
-    state: AnswerState, event: BotText, *, final: bool
-) -> tuple[AnswerState, list[AnswerEvent]]:
+def on_text(state: AnswerState, event: BotText, *, final: bool) -> tuple[AnswerState, list[AnswerEvent]]:
     """Diff a cumulative message against what was consumed; handle retraction and limits.
 
     Only the new part of the text is cleaned, so a long answer costs linear, not quadratic, time.
@@ -136,6 +134,19 @@ def on_final(state: AnswerState, final: Final) -> tuple[AnswerState, list[Answer
         out += more
     state = replace(state, done=True)
     return state, [*out, Finished("stop", final.sources, final.suggestions, queries, state.throttling)]
+
+
+def merge_deltas(events: list[AnswerEvent]) -> list[AnswerEvent]:
+    """Adjacent content deltas joined into one, so one upstream message makes at most one write."""
+    if len(events) < 2:
+        return events
+    merged: list[AnswerEvent] = []
+    for event in events:
+        if merged and isinstance(event, ContentDelta) and isinstance(merged[-1], ContentDelta):
+            merged[-1] = ContentDelta(merged[-1].text + event.text)
+        else:
+            merged.append(event)
+    return merged
 
 
 def fail(state: AnswerState, error: UpstreamError) -> tuple[AnswerState, list[AnswerEvent]]:

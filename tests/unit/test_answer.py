@@ -164,3 +164,12 @@ def test_clean_piece_holds_back_a_cut_marker() -> None:
 )
 def test_clean_text(text: str, keep: bool, final: bool, expected: str) -> None:
     assert clean_text(text, keep_markers=keep, final=final) == expected
+
+
+def test_adjacent_deltas_merge_into_one_write() -> None:
+    from messagers.answer import merge_deltas
+
+    finished = Finished("stop")
+    merged = merge_deltas([ContentDelta("a"), ContentDelta("b"), finished, ContentDelta("c")])
+    assert merged == [ContentDelta("ab"), finished, ContentDelta("c")]
+    assert merge_deltas([]) == []

@@ -28,21 +28,17 @@ TONE_OPTIONS = {
     "Balanced": ("galileo", "saharagenconv5"),
     "Precise": ("h3precise", "clgalileo", "gencontentv3"),
 }
+# What Bing may stream back. Search results, loader messages, ads and cards are left out: nothing
+# here uses them, and every one is another frame repeating the whole answer (PROTOCOL.md §3.2).
 ALLOWED_MESSAGE_TYPES = (
     "ActionRequest",
     "Chat",
     "ConfirmationCard",
     "Context",
     "InternalSearchQuery",
-    "InternalSearchResult",
     "Disengaged",
-    "InternalLoaderMessage",
     "InvokeAction",
     "Progress",
-    "RenderCardRequest",
-    "RenderContentRequest",
-    "AdsQuery",
-    "SemanticSerp",
     "GenerateContentQuery",
     "SearchQuery",
 )

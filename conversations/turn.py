@@ -167,6 +167,7 @@ async def run_attempt(
         chathub_headers(settings.bing_cookies, settings.bing_locale),
         proxy=pick_proxy(settings.bing_chathub_url, settings),
         open_timeout=settings.connect_timeout,
+        compression=settings.bing_ws_compression,
     )
     async with socket:
         await socket.send(encode_record(request))

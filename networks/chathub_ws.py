@@ -38,8 +38,17 @@ def chathub_url(base: str, access_token: str) -> str:
 class ChatHubSocket:
     """One websocket for one turn; `async with` opens it (with the handshake) and closes it."""
 
-    def __init__(self, url: str, headers: dict[str, str], *, proxy: str | None, open_timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        *,
+        proxy: str | None,
+        open_timeout: float,
+        compression: bool = True,
+    ) -> None:
         self._url, self._headers, self._proxy, self._open_timeout = url, headers, proxy, open_timeout
+        self._compression = "deflate" if compression else None
         self._ws: ClientConnection | None = None
 
     async def __aenter__(self) -> ChatHubSocket:
@@ -93,6 +102,7 @@ class ChatHubSocket:
                 user_agent_header=USER_AGENT,
                 proxy=self._proxy,
                 open_timeout=self._open_timeout,
+                compression=self._compression,
                 ping_interval=None,  # SignalR keeps itself alive with type 6 records
                 max_size=None,  # final frames can be large
                 close_timeout=2,

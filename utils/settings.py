@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     bing_create_url: str = DEFAULT_CREATE_URL
     bing_chathub_url: str = DEFAULT_CHATHUB_URL
     bing_locale: str = "en-US"
+    # permessage-deflate on the ChatHub socket, as browsers offer it (fewer bytes, more CPU).
+    bing_ws_compression: bool = True
     # Upstream proxy: BING_PROXY wins; otherwise the usual environment variables apply.
     bing_proxy: Annotated[str | None, Field(repr=False)] = None
     https_proxy: Annotated[str | None, Field(repr=False)] = None

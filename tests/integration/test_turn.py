@@ -79,3 +79,15 @@ def test_both_legs_go_through_the_configured_proxy(emulator: BingEmulator) -> No
         line.startswith("GET http://127.0.0.1") and "/turing/conversation/create" in line for line in seen
     )
     assert any(line.startswith(f"CONNECT 127.0.0.1:{emulator.port}") for line in seen)
+
+
+def test_a_turn_without_websocket_compression(emulator: BingEmulator) -> None:
+    text, finished = run(answer_text(service_settings(emulator, bing_ws_compression=False), "plain"))
+    assert "emulator" in text and finished is not None
+
+
+def test_search_chatter_is_not_requested(emulator: BingEmulator) -> None:
+    run(answer_text(service_settings(emulator), "what is new"))
+    allowed = emulator.chat_requests[-1]["allowedMessageTypes"]
+    assert "InternalSearchQuery" in allowed and "Chat" in allowed
+    assert "InternalSearchResult" not in allowed and "InternalLoaderMessage" not in allowed

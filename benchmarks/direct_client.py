@@ -49,10 +49,11 @@ class Conversation:
 
 
 class DirectClient:
-    """A direct Bing client against the emulator on HOST:PORT."""
+    """A direct Bing client against the emulator: ChatHub on HOST:PORT, create on HOST:CREATE_PORT."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, create_port: int | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.create_port = port if create_port is None else create_port
 
     async def ask(self, prompt: str) -> Outcome:
         """Create a conversation and ask once; TTFT counts from before the create."""
@@ -84,7 +85,7 @@ class DirectClient:
 
     async def create(self) -> Conversation:
         """GET /turing/conversation/create: ids from the body, the token from the headers."""
-        http = RawHttp(self.host, self.port)
+        http = RawHttp(self.host, self.create_port)
         try:
             await http.send("GET", "/turing/conversation/create", {
                 "Cookie": COOKIE, "Accept": "application/json", "Connection": "close"})

@@ -26,9 +26,18 @@ STOP_SECONDS = 5.0
 
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports nobody listens on right now."""
+    with contextlib.ExitStack() as probes:
+        ports = []
+        for _ in range(count):
+            probe = probes.enter_context(socket.socket())
+            probe.bind((HOST, 0))
+            ports.append(int(probe.getsockname()[1]))
+        return ports
 
 
 @dataclass
@@ -121,24 +130,27 @@ def wait_ready(child: Child, port: int, path: str, timeout: float = READY_SECOND
 
 @dataclass
 class Stack:
-    """The running emulator and service."""
+    """The running emulator and service; the emulator serves create and stats (keep-alive) on
+    `emulator_http_port` and the ChatHub websocket on `emulator_port`."""
 
     emulator: Child
     service: Child
     emulator_port: int
     service_port: int
+    emulator_http_port: int
 
     def emulator_stats(self) -> dict[str, int]:
         """The emulator's counters (GET /_emulator/stats)."""
-        stats: dict[str, int] = get_json(self.emulator_port, "/_emulator/stats")
+        stats: dict[str, int] = get_json(self.emulator_http_port, "/_emulator/stats")
         return stats
 
 
-def service_env(emulator_port: int, extra: Mapping[str, str]) -> dict[str, str]:
+def service_env(emulator_port: int, emulator_http_port: int, extra: Mapping[str, str]
+                ) -> dict[str, str]:
     """The inherited environment (so WARM_POOL_SIZE etc. pass) pointed at the emulator."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BING_")}
     env.update({
-        "BING_CREATE_URL": f"http://{HOST}:{emulator_port}/turing/conversation/create",
+        "BING_CREATE_URL": f"http://{HOST}:{emulator_http_port}/turing/conversation/create",
         "BING_CHATHUB_URL": f"ws://{HOST}:{emulator_port}/sydney/ChatHub",
         "BING_COOKIES": "_U=bench",
         "LOG_LEVEL": "WARNING",
@@ -153,16 +165,17 @@ def running_stack(log_dir: Path, extra_env: Mapping[str, str], keep_records: int
                   ) -> Iterator[Stack]:
     """Start the emulator, then the service; stop both (service first) whatever happens."""
     with contextlib.ExitStack() as stops:  # every registered stop runs, even if one raises
-        emu_port, svc_port = free_port(), free_port()
+        emu_port, emu_http_port, svc_port = free_ports(3)
         emu = start_child("emulator", [sys.executable, "-m", "emulator", "--host", HOST,
-                                       "--port", str(emu_port), "--keep-records",
-                                       str(keep_records), "--log-level", "WARNING"],
+                                       "--port", str(emu_port), "--http-port", str(emu_http_port),
+                                       "--keep-records", str(keep_records),
+                                       "--log-level", "WARNING"],
                           os.environ, log_dir)
         stops.callback(emu.stop)
-        wait_ready(emu, emu_port, "/_emulator/stats")
+        wait_ready(emu, emu_http_port, "/_emulator/stats")
         svc = start_child("service", [sys.executable, "-m", "apis.chat_api", "--host", HOST,
                                       "--port", str(svc_port)],
-                          service_env(emu_port, extra_env), log_dir)
+                          service_env(emu_port, emu_http_port, extra_env), log_dir)
         stops.callback(svc.stop)
         wait_ready(svc, svc_port, "/health")
-        yield Stack(emu, svc, emu_port, svc_port)
+        yield Stack(emu, svc, emu_port, svc_port, emu_http_port)

@@ -76,7 +76,7 @@ def prompt(words: int, index: int, turn: int = 0) -> str:
 def make_job(stack: Stack, scenario: Scenario, side: Side) -> tuple[Job, list[ProxyClient]]:
     """The job for one side, and the keep-alive clients to close afterwards."""
     if side == "direct":
-        direct = DirectClient(HOST, stack.emulator_port, scenario.timeout)
+        direct = DirectClient(HOST, stack.emulator_port, scenario.timeout, stack.emulator_http_port)
         if scenario.kind == "chat5":
             return (lambda w, i: direct.chat([prompt(scenario.words, i, t) for t in range(TURNS)])), []
         return (lambda w, i: direct.ask(prompt(scenario.words, i))), []

@@ -1,4 +1,9 @@
-"""Run the Bing emulator standalone: python -m emulator --host 127.0.0.1 --port 8765."""
+"""Run the Bing emulator standalone: python -m emulator --host 127.0.0.1 --port 8765.
+
+`--port` is the ChatHub websocket port; create and stats are served with keep-alive on
+`--http-port` (0 = any free port). Once listening, one line is printed to stdout (flushed):
+`emulator ready: create=URL stats=URL chathub=URL http_port=N port=M`.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ def _parse_args() -> argparse.Namespace:
     """Parse command-line options."""
     parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=8765, help="ChatHub websocket port")
+    parser.add_argument("--http-port", type=int, default=0,
+                        help="keep-alive HTTP port for create and stats (0 = any free port)")
     parser.add_argument("--words", type=int, default=40, help="default answer length in words")
     parser.add_argument("--delay", type=float, default=0.002, help="seconds between updates")
     parser.add_argument("--think", type=float, default=0.0, help="seconds of pings before text")
@@ -26,13 +33,17 @@ def _parse_args() -> argparse.Namespace:
 
 async def _serve(args: argparse.Namespace) -> None:
     """Start the emulator and serve until cancelled."""
-    emulator = BingEmulator(args.host, args.port, words=args.words, update_delay=args.delay,
-                            think=args.think, keep_records=args.keep_records)
+    emulator = BingEmulator(args.host, args.port, http_port=args.http_port, words=args.words,
+                            update_delay=args.delay, think=args.think,
+                            keep_records=args.keep_records)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with emulator:
+        print(f"emulator ready: create={emulator.create_url} stats={emulator.stats_url} "
+              f"chathub={emulator.chathub_url} http_port={emulator.http_port} "
+              f"port={emulator.port}", flush=True)
         await stop.wait()
 
 

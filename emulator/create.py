@@ -1,4 +1,4 @@
-"""GET /turing/conversation/create, answered as plain HTTP on the websocket port."""
+"""GET /turing/conversation/create: the reply (with faults), independent of the HTTP server."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
 
+from .httpserver import HttpReply
 from .state import new_conversation
 
 if TYPE_CHECKING:
@@ -34,24 +35,27 @@ _HTML_PAGE = (
 )
 
 
-def respond(connection: ServerConnection, status: int, body: str,
-             content_type: str | None = "application/json; charset=utf-8") -> Response:
-    """Build a plain HTTP response with the given Content-Type."""
-    response = connection.respond(status, body)
+HTML = "text/html; charset=utf-8"
+
+
+def to_response(connection: ServerConnection, reply: HttpReply) -> Response:
+    """Turn a reply into a websockets Response (for plain HTTP on the websocket port)."""
+    response = connection.respond(reply.status, reply.body)
     del response.headers["Content-Type"]
-    if content_type is not None:
-        response.headers["Content-Type"] = content_type
+    if reply.content_type is not None:
+        response.headers["Content-Type"] = reply.content_type
+    for name, value in reply.headers:
+        response.headers[name] = value
     return response
 
 
-def _json(connection: ServerConnection, payload: dict[str, Any]) -> Response:
-    """Build a 200 JSON response."""
-    return respond(connection, 200, json.dumps(payload))
+def _json(payload: dict[str, Any], headers: list[tuple[str, str]] | None = None) -> HttpReply:
+    """A 200 JSON reply."""
+    return HttpReply(200, json.dumps(payload), headers=headers or [])
 
 
-async def handle_create(emu: BingEmulator, connection: ServerConnection,
-                        request: Request) -> Response:
-    """Answer one create request, applying the current create fault."""
+async def handle_create(emu: BingEmulator, cookie: str) -> HttpReply:
+    """Answer one create request (its Cookie header given), applying the current create fault."""
     emu.create_count += 1
     fault = emu.faults.take_create()
     if fault is not None:
@@ -59,13 +63,18 @@ async def handle_create(emu: BingEmulator, connection: ServerConnection,
     if fault == "slow":
         await emu.sleep(emu.faults.slow_seconds)
     elif fault is not None:
-        return _faulty(connection, fault)
-    return _success(emu, connection, request)
+        return _faulty(fault)
+    return _success(emu, cookie)
 
 
-def _success(emu: BingEmulator, connection: ServerConnection, request: Request) -> Response:
+def _signature_headers(encrypted: str, signature: str) -> list[tuple[str, str]]:
+    """The response headers that carry a conversation's signatures (since Oct 2023)."""
+    return [("X-Sydney-Encryptedconversationsignature", encrypted),
+            ("X-Sydney-Conversationsignature", signature)]
+
+
+def _success(emu: BingEmulator, cookies: str) -> HttpReply:
     """Register a conversation and answer with its ids and signature headers."""
-    cookies = request.headers.get("Cookie", "")
     signed_in = any(part.strip().startswith("_U=") and len(part.strip()) > 3
                     for part in cookies.split(";"))
     conv = new_conversation(signed_in)
@@ -73,40 +82,27 @@ def _success(emu: BingEmulator, connection: ServerConnection, request: Request) 
     log.debug("create: conversation registered (signed_in=%s)", signed_in)
     body = {"conversationId": conv.conversation_id, "clientId": conv.client_id,
             "result": {"value": "Success", "message": None}}
-    response = _json(connection, body)
-    response.headers["X-Sydney-Encryptedconversationsignature"] = conv.encrypted_signature
-    response.headers["X-Sydney-Conversationsignature"] = conv.signature
-    return response
+    return _json(body, _signature_headers(conv.encrypted_signature, conv.signature))
 
 
-def _faulty(connection: ServerConnection, fault: str) -> Response:
-    """Build the response for a create fault other than `slow`."""
+def _faulty(fault: str) -> HttpReply:
+    """The reply for a create fault other than `slow`."""
     if fault in _RESULT_FAULTS:
         value, message = _RESULT_FAULTS[fault]
-        return _json(connection, {"result": {"value": value, "message": message}})
+        return _json({"result": {"value": value, "message": message}})
     if fault in ("missing_signature", "missing_ids"):
         conv = new_conversation(signed_in=True)
         body: dict[str, Any] = {"conversationId": conv.conversation_id,
                                 "result": {"value": "Success", "message": None}}
         if fault == "missing_signature":
             body["clientId"] = conv.client_id
-            return _json(connection, body)
-        response = _json(connection, body)
-        response.headers["X-Sydney-Encryptedconversationsignature"] = conv.encrypted_signature
-        response.headers["X-Sydney-Conversationsignature"] = conv.signature
-        return response
+            return _json(body)
+        return _json(body, _signature_headers(conv.encrypted_signature, conv.signature))
     if fault == "html":
-        return respond(connection, 200, _HTML_PAGE, "text/html; charset=utf-8")
+        return HttpReply(200, _HTML_PAGE, HTML)
     if fault == "redirect_cn":
-        response = respond(connection, 302, "", None)
-        response.headers["Location"] = "https://cn.bing.com/?cc=cn&form=REDIRECTED"
-        return response
+        return HttpReply(302, "", None,
+                         [("Location", "https://cn.bing.com/?cc=cn&form=REDIRECTED")])
     if fault == "empty":
-        return respond(connection, 200, "")
-    status = int(fault.removeprefix("http"))
-    return respond(connection, status, "", "text/html; charset=utf-8")
-
-
-def reject_upgrade(connection: ServerConnection, status: int) -> Response:
-    """Build the HTTP response that refuses a websocket upgrade."""
-    return respond(connection, status, "", "text/html; charset=utf-8")
+        return HttpReply(200, "")
+    return HttpReply(int(fault.removeprefix("http")), "", HTML)

@@ -1,4 +1,9 @@
-"""BingEmulator: one websockets server answering create (HTTP) and ChatHub (websocket)."""
+"""BingEmulator: a keep-alive HTTP/1.1 server for create + stats, a websockets server for ChatHub.
+
+Like real Bing (create on www.bing.com, ChatHub on sydney.bing.com) the two live on different
+addresses: `http_port` serves create and stats with keep-alive; `port` serves the ChatHub websocket
+and, for old URLs, still answers create and stats as one-shot HTTP (connection closed after each).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from .chathub import ChatSession
-from .create import CREATE_PATHS, handle_create, reject_upgrade, respond
+from .create import CREATE_PATHS, HTML, handle_create, to_response
 from .faults import Faults
+from .httpserver import IDLE_TIMEOUT, HttpReply, HttpRequest, KeepAliveServer
 from .state import ConnectionRecord, Conversation
 
 log = logging.getLogger(__name__)
@@ -27,9 +33,10 @@ STATS_PATH = "/_emulator/stats"
 
 
 class BingEmulator:
-    """Emulates Bing's conversation-create endpoint and Sydney ChatHub on one loopback port."""
+    """Emulates Bing's conversation-create endpoint and Sydney ChatHub on two loopback ports."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, http_port: int = 0,
+                 http_idle_timeout: float = IDLE_TIMEOUT,
                  max_turns_signed_in: int = 30, max_turns_anonymous: int = 5,
                  conversation_ttl: float = 6 * 3600.0, words: int = 40,
                  words_per_update: int = 4, update_delay: float = 0.002, think: float = 0.0,
@@ -37,12 +44,17 @@ class BingEmulator:
                  slow_seconds: float = 30.0, keep_records: int | None = None) -> None:
         """Configure the emulator; nothing listens until start().
 
-        `keep_records` caps `chat_requests`, `connections` and `conversations` to the newest N
-        entries (None keeps everything, as tests need); the counters keep counting regardless.
+        `port` is the ChatHub websocket port and `http_port` the keep-alive create/stats port
+        (0 = any free port). `keep_records` caps `chat_requests`, `connections` and
+        `conversations` to the newest N entries (None keeps everything, as tests need); the
+        counters keep counting regardless.
         """
         if keep_records is not None and keep_records < 1:
             raise ValueError("keep_records must be at least 1 (or None)")
         self.host, self._requested_port = host, port
+        self._http = KeepAliveServer(self._answer_http, host, http_port,
+                                     idle_timeout=http_idle_timeout,
+                                     on_connection=self._count_http_connection)
         self.max_turns_signed_in = max_turns_signed_in
         self.max_turns_anonymous = max_turns_anonymous
         self.conversation_ttl = conversation_ttl
@@ -55,6 +67,8 @@ class BingEmulator:
         self.chat_count = 0
         self.continued_chat_count = 0
         self.connection_count = 0
+        self.http_connections = 0  # TCP connections accepted on http_port
+        self.http_requests = 0  # requests answered on http_port
         self.chat_requests: MutableSequence[dict[str, Any]] = _history(keep_records)
         self.connections: MutableSequence[ConnectionRecord] = _history(keep_records)
         self.conversations: dict[str, Conversation] = {}
@@ -70,14 +84,31 @@ class BingEmulator:
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
+    def http_port(self) -> int:
+        """Return the bound TCP port of the keep-alive HTTP server (after start)."""
+        if self._server is None:
+            raise RuntimeError("emulator not started")
+        return self._http.port
+
+    @property
     def base_url(self) -> str:
-        """Return http://HOST:PORT."""
+        """Return http://HOST:PORT of the websocket port (create and stats answer there too)."""
         return f"http://{self.host}:{self.port}"
 
     @property
+    def http_base_url(self) -> str:
+        """Return http://HOST:HTTP_PORT of the keep-alive HTTP server."""
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
     def create_url(self) -> str:
-        """Return the conversation-create URL."""
-        return f"{self.base_url}/turing/conversation/create"
+        """Return the conversation-create URL (on the keep-alive HTTP server)."""
+        return f"{self.http_base_url}/turing/conversation/create"
+
+    @property
+    def stats_url(self) -> str:
+        """Return the counters URL (on the keep-alive HTTP server)."""
+        return f"{self.http_base_url}{STATS_PATH}"
 
     @property
     def chathub_url(self) -> str:
@@ -88,11 +119,18 @@ class BingEmulator:
         """Start listening."""
         self.stopping = False
         self._stop_event = asyncio.Event()
-        self._server = await serve(
+        server = await serve(
             self._handle, self.host, self._requested_port, process_request=self._process_request,
             open_timeout=None, ping_interval=None, max_size=2**25, close_timeout=2.0)
-        log.info("Bing emulator listening: create=%s chathub=%s", self.create_url,
-                 self.chathub_url)
+        try:
+            await self._http.start()
+        except BaseException:
+            server.close()
+            await server.wait_closed()
+            raise
+        self._server = server
+        log.info("Bing emulator listening: create=%s stats=%s chathub=%s", self.create_url,
+                 self.stats_url, self.chathub_url)
         return self
 
     async def stop(self) -> None:
@@ -102,6 +140,7 @@ class BingEmulator:
         self.stopping = True
         if self._stop_event is not None:
             self._stop_event.set()
+        await self._http.stop()
         self._server.close()
         await self._server.wait_closed()
         log.debug("Bing emulator stopped")
@@ -168,21 +207,41 @@ class BingEmulator:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_event.wait(), seconds)
 
+    def _count_http_connection(self) -> None:
+        """Count one TCP connection accepted on http_port."""
+        self.http_connections += 1
+
+    async def _answer_http(self, request: HttpRequest) -> HttpReply:
+        """Answer one request on the keep-alive HTTP server."""
+        self.http_requests += 1
+        path = request.path
+        if path != STATS_PATH and path not in CREATE_PATHS:
+            return HttpReply(404, "", HTML)
+        if request.method != "GET":
+            return HttpReply(405, "", HTML, [("Allow", "GET")])
+        return await self._route(path, request.header("cookie", "; "))
+
+    async def _route(self, path: str, cookie: str) -> HttpReply:
+        """Answer GET create or stats (the PATH must be one of them)."""
+        if path == STATS_PATH:
+            return HttpReply(200, json.dumps(self.stats()))
+        return await handle_create(self, cookie)
+
     async def _process_request(self, connection: ServerConnection,
                                request: Request) -> Response | None:
-        """Route plain HTTP requests; let ChatHub upgrades through (unless faulted)."""
+        """On the websocket port: let ChatHub upgrades through (unless faulted); answer old
+        create/stats URLs as one-shot HTTP; 404 anything else."""
         path = urlsplit(request.path).path
-        if path == STATS_PATH:
-            return respond(connection, 200, json.dumps(self.stats()))
-        if path in CREATE_PATHS:
-            return await handle_create(self, connection, request)
+        if path == STATS_PATH or path in CREATE_PATHS:
+            cookie = "; ".join(request.headers.get_all("Cookie"))
+            return to_response(connection, await self._route(path, cookie))
         if path.lower() == CHATHUB_PATH.lower():
             status = self.faults.take_upgrade()
             if status is not None:
                 log.debug("chathub: rejecting upgrade with HTTP %d", status)
-                return reject_upgrade(connection, status)
+                return to_response(connection, HttpReply(status, "", HTML))
             return None
-        return respond(connection, 404, "", "text/html; charset=utf-8")
+        return to_response(connection, HttpReply(404, "", HTML))
 
     async def _handle(self, ws: ServerConnection) -> None:
         """Run a ChatHub session on an accepted websocket."""

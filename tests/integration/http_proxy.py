@@ -13,6 +13,7 @@ class LoopbackProxy:
     def __init__(self) -> None:
         self.seen: list[str] = []
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -26,8 +27,11 @@ class LoopbackProxy:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        for writer in list(self._writers):  # kept-alive upstream connections stay open otherwise
+            writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         head = await reader.readuntil(b"\r\n\r\n")
         request_line, _, rest = head.decode("latin-1").partition("\r\n")
         method, target, version = request_line.split(" ", 2)
@@ -41,6 +45,7 @@ class LoopbackProxy:
             upstream_reader, upstream_writer = await asyncio.open_connection(url.hostname, url.port or 80)
             path = url.path + (f"?{url.query}" if url.query else "")
             upstream_writer.write(f"{method} {path} {version}\r\n{rest}".encode("latin-1"))
+        self._writers.add(upstream_writer)
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -62,16 +63,23 @@ def _clean(emu: BingEmulator) -> Iterator[None]:
     emu.clear_faults()
 
 
-def create(emu: BingEmulator, cookie: str = "_U=abc; MUID=1", timeout: float = 5.0) -> Created:
+def create(emu: BingEmulator, cookie: str = "_U=abc; MUID=1", timeout: float = 5.0,
+           port: int | None = None) -> Created:
     """GET the create endpoint with a raw HTTP client (no redirects followed)."""
-    conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=timeout)
+    url = urlsplit(emu.create_url)
+    conn = http.client.HTTPConnection("127.0.0.1", port or url.port, timeout=timeout)
     try:
-        conn.request("GET", "/turing/conversation/create?bundleVersion=1.1816.0",
-                     headers={"Cookie": cookie, "Accept": "application/json"})
-        resp = conn.getresponse()
-        return Created(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        return create_on(conn, cookie)
     finally:
         conn.close()
+
+
+def create_on(conn: http.client.HTTPConnection, cookie: str = "_U=abc; MUID=1") -> Created:
+    """GET the create endpoint on an open (possibly reused) connection."""
+    conn.request("GET", "/turing/conversation/create?bundleVersion=1.1816.0",
+                 headers={"Cookie": cookie, "Accept": "application/json"})
+    resp = conn.getresponse()
+    return Created(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
 
 
 def new_session(emu: BingEmulator, cookie: str = "_U=abc") -> Session:
@@ -481,9 +489,9 @@ def test_fault_names_are_validated(emu: BingEmulator) -> None:
 
 # ---------------------------------------------------------------- stats and record caps
 
-def get_stats(emu: BingEmulator) -> dict[str, int]:
-    """GET /_emulator/stats."""
-    conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=5)
+def get_stats(emu: BingEmulator, port: int | None = None) -> dict[str, int]:
+    """GET /_emulator/stats (on the keep-alive HTTP port unless PORT is given)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port or emu.http_port, timeout=5)
     try:
         conn.request("GET", "/_emulator/stats")
         resp = conn.getresponse()
@@ -524,3 +532,219 @@ def test_keep_records_caps_history_but_not_counters() -> None:
                                     "continued_chats": 0}
     with pytest.raises(ValueError):
         BingEmulator(keep_records=0)
+
+
+# ---------------------------------------------------------------- keep-alive HTTP server
+
+def read_response(f: Any) -> tuple[int, dict[str, str], bytes]:
+    """Read one Content-Length-framed response from a socket file: status, headers, body."""
+    status_line = f.readline()
+    assert status_line.startswith(b"HTTP/1.1 "), status_line
+    headers: dict[str, str] = {}
+    while (line := f.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = f.read(int(headers["content-length"]))
+    return int(status_line.split()[1]), headers, body
+
+
+def raw_socket(emu: BingEmulator) -> socket.socket:
+    """A plain TCP connection to the keep-alive HTTP port."""
+    return socket.create_connection(("127.0.0.1", emu.http_port), timeout=5)
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the server has closed the connection (EOF within the socket timeout)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_urls_and_ports(emu: BingEmulator) -> None:
+    assert emu.http_port != emu.port
+    assert emu.create_url == f"http://127.0.0.1:{emu.http_port}/turing/conversation/create"
+    assert emu.stats_url == f"http://127.0.0.1:{emu.http_port}/_emulator/stats"
+    assert emu.chathub_url == f"ws://127.0.0.1:{emu.port}/sydney/ChatHub"
+
+
+def test_two_creates_share_one_kept_alive_connection(emu: BingEmulator) -> None:
+    before = emu.http_connections
+    conn = http.client.HTTPConnection("127.0.0.1", emu.http_port, timeout=5)
+    try:
+        first = create_on(conn)
+        sock = conn.sock
+        second = create_on(conn)
+        assert conn.sock is sock and sock is not None  # http.client reconnects if the peer closed
+    finally:
+        conn.close()
+    assert first.status == second.status == 200
+    assert "connection" not in first.headers and int(first.headers["content-length"]) > 0
+    assert first.json()["conversationId"] != second.json()["conversationId"]
+    assert emu.http_connections == before + 1
+
+
+def test_pooled_httpx_client_opens_one_connection(emu: BingEmulator) -> None:
+    before_conns, before_creates = emu.http_connections, emu.create_count
+    with httpx.Client(timeout=5) as client:
+        for _ in range(5):
+            response = client.get(emu.create_url, headers={"Cookie": "_U=abc"})
+            assert response.status_code == 200
+            assert response.headers["x-sydney-encryptedconversationsignature"]
+        stats = client.get(emu.stats_url).json()
+    assert emu.http_connections == before_conns + 1
+    assert stats["creates"] == before_creates + 5 == emu.create_count
+
+
+def test_connection_close_is_honoured(emu: BingEmulator) -> None:
+    with raw_socket(emu) as sock, sock.makefile("rb") as f:
+        sock.sendall(b"GET /turing/conversation/create HTTP/1.1\r\nHost: x\r\n"
+                     b"Connection: close\r\nCookie: _U=abc\r\n\r\n")
+        status, headers, body = read_response(f)
+        assert status == 200 and headers["connection"] == "close"
+        assert json.loads(body)["result"]["value"] == "Success"
+        assert f.read() == b""  # EOF: the server closed
+
+
+@pytest.mark.parametrize("connection,kept", [(b"", False), (b"Connection: keep-alive\r\n", True)])
+def test_http10_closes_unless_keep_alive_asked(emu: BingEmulator, connection: bytes,
+                                               kept: bool) -> None:
+    request = b"GET /_emulator/stats HTTP/1.0\r\n" + connection + b"\r\n"
+    with raw_socket(emu) as sock, sock.makefile("rb") as f:
+        sock.sendall(request)
+        status, headers, _ = read_response(f)
+        assert status == 200
+        assert headers["connection"] == ("keep-alive" if kept else "close")
+        if kept:
+            sock.sendall(request)
+            assert read_response(f)[0] == 200
+        else:
+            assert f.read() == b""
+
+
+def test_pipelined_requests_bodies_and_404_keep_the_connection(emu: BingEmulator) -> None:
+    before = emu.http_connections
+    with raw_socket(emu) as sock, sock.makefile("rb") as f:
+        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 11\r\n\r\nhello=world"
+                     b"POST /turing/conversation/create HTTP/1.1\r\nHost: x\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: 1\r\n\r\n"
+                     b"GET /_emulator/stats?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /turing/conversation/create HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(f)[0] == 404
+        status, headers, _ = read_response(f)
+        assert status == 405 and headers["allow"] == "GET"
+        status, _, body = read_response(f)
+        assert status == 200 and "creates" in json.loads(body)
+        status, headers, body = read_response(f)
+        assert status == 200 and headers["x-sydney-encryptedconversationsignature"]
+        assert json.loads(body)["conversationId"].startswith("51D|BingProdUnAuthenticatedUsers|")
+    assert emu.http_connections == before + 1
+
+
+def test_every_create_fault_over_one_kept_alive_connection(emu: BingEmulator) -> None:
+    emu.faults.slow_seconds = 0.2
+    before = emu.http_connections
+    conn = http.client.HTTPConnection("127.0.0.1", emu.http_port, timeout=5)
+    try:
+        for fault in sorted(CREATE_FAULTS):
+            emu.faults.create, emu.faults.times = fault, 1
+            created = create_on(conn)
+            if fault == "redirect_cn":
+                assert created.status == 302 and created.body == b""
+                assert created.headers["location"].startswith("https://cn.bing.com/")
+            elif fault == "empty":
+                assert created.status == 200 and created.body == b""
+                assert created.headers["content-length"] == "0"
+            elif fault == "slow":
+                assert created.json()["result"]["value"] == "Success"
+            assert "content-length" in created.headers
+            assert create_on(conn).json()["result"]["value"] == "Success"
+    finally:
+        conn.close()
+    assert emu.http_connections == before + 1
+
+
+def test_slow_create_does_not_block_other_connections(emu: BingEmulator) -> None:
+    emu.faults.slow_seconds = 1.5
+    emu.faults.create, emu.faults.times = "slow", 1
+    slow = http.client.HTTPConnection("127.0.0.1", emu.http_port, timeout=5)
+    try:
+        slow.request("GET", "/turing/conversation/create", headers={"Cookie": "_U=abc"})
+        assert emu.wait_for(lambda: emu.faults.create is None, 2)  # the slow one took the fault
+        started = time.monotonic()
+        assert create(emu).json()["result"]["value"] == "Success"
+        assert time.monotonic() - started < 0.5
+        resp = slow.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["result"]["value"] == "Success"
+        assert time.monotonic() - started > 1.0
+    finally:
+        slow.close()
+
+
+@pytest.mark.parametrize("shape", ["one long header", "many headers"])
+def test_oversized_headers_get_431_and_close(emu: BingEmulator, shape: str) -> None:
+    if shape == "one long header":
+        extra = b"X-Big: " + b"a" * 20_000 + b"\r\n"
+    else:
+        extra = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 90) for i in range(200))
+    before = emu.create_count
+    with raw_socket(emu) as sock, sock.makefile("rb") as f:
+        sock.sendall(b"GET /turing/conversation/create HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+        status, headers, _ = read_response(f)
+        assert status == 431 and headers["connection"] == "close"
+        assert f.read() == b""
+    assert emu.create_count == before
+    assert create(emu).status == 200  # the server is fine afterwards
+
+
+@pytest.mark.parametrize("request_line,status", [
+    (b"GARBAGE\r\n\r\n", 400), (b"GET / HTTP/2.0\r\n\r\n", 505),
+    (b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nContent-Length: 2, 3\r\n\r\n", 400)])
+def test_malformed_requests_are_refused_and_closed(emu: BingEmulator, request_line: bytes,
+                                                   status: int) -> None:
+    with raw_socket(emu) as sock, sock.makefile("rb") as f:
+        sock.sendall(request_line)
+        got, headers, _ = read_response(f)
+        assert got == status and headers["connection"] == "close"
+
+
+def test_idle_connections_are_closed() -> None:
+    with EmulatorThread(http_idle_timeout=0.3) as small, \
+            socket.create_connection(("127.0.0.1", small.http_port), timeout=3) as sock:
+        sock.sendall(b"GET /_emulator/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        with sock.makefile("rb") as f:
+            assert read_response(f)[0] == 200
+        started = time.monotonic()
+        assert closed_by_peer(sock)
+        assert 0.2 < time.monotonic() - started < 2
+
+
+def test_stop_closes_open_keep_alive_connections() -> None:
+    thread = EmulatorThread()
+    small = thread.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", small.http_port, timeout=3)
+        assert create_on(conn).status == 200
+        sock = conn.sock
+        assert sock is not None
+    finally:
+        thread.stop()
+    assert closed_by_peer(sock)
+    conn.close()
+
+
+def test_old_urls_on_the_websocket_port_still_answer(emu: BingEmulator) -> None:
+    created = create(emu, port=emu.port)
+    assert created.status == 200 and created.headers["x-sydney-encryptedconversationsignature"]
+    assert created.headers["connection"].lower() == "close"
+    emu.faults.create, emu.faults.times = "redirect_cn", 1
+    redirected = create(emu, port=emu.port)
+    assert redirected.status == 302 and redirected.headers["location"].startswith("https://cn.")
+    assert get_stats(emu, port=emu.port) == get_stats(emu)
+    conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=5)
+    try:
+        conn.request("GET", "/nowhere")
+        assert conn.getresponse().status == 404
+    finally:
+        conn.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
-import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -16,8 +16,8 @@ from apis.middleware import NormalizePath
 from apis.routes import openai_router, service_router
 from conversations.pool import WarmPool
 from conversations.threads import MemoryStore
-from conversations.turn import Upstream
-from networks.http_client import create_conversation, make_http_client
+from conversations.turn import Upstream, create_session
+from networks.http_client import make_http_client
 from utils.settings import Settings, get_settings
 
 PREFIXES = ("/v1", "", "/api", "/api/v1")
@@ -57,23 +57,23 @@ def lifespan(settings: Settings):  # type: ignore[no-untyped-def]
         async with AsyncExitStack() as stack:
             live = await start_demo(stack, settings) if settings.demo else settings
             http = await stack.enter_async_context(make_http_client(live))
-            pool = start_pool(stack, live, http)
             store = MemoryStore(live.conversation_store_size, live.conversation_store_ttl)
+            upstream = Upstream(live, http, store)
+            upstream = replace(upstream, pool=start_pool(stack, upstream))
             app.state.settings = live
-            app.state.upstream = Upstream(live, http, store, pool)
+            app.state.upstream = upstream
             app.state.health = HealthRecord()
             yield
 
     return run
 
 
-def start_pool(stack: AsyncExitStack, settings: Settings, http: httpx.AsyncClient) -> WarmPool | None:
+def start_pool(stack: AsyncExitStack, upstream: Upstream) -> WarmPool | None:
     """The warm pool of pre-created conversations, running until the app stops (None when disabled)."""
+    settings = upstream.settings
     if settings.warm_pool_size <= 0:
         return None
-    pool = WarmPool(
-        lambda: create_conversation(http, settings), settings.warm_pool_size, settings.warm_pool_max_age
-    )
+    pool = WarmPool(lambda: create_session(upstream), settings.warm_pool_size, settings.warm_pool_max_age)
     pool.start()
     stack.push_async_callback(pool.stop)
     return pool

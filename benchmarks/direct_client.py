@@ -20,6 +20,7 @@ from websockets.exceptions import InvalidHandshake, WebSocketException
 
 from benchmarks.httpraw import HttpError, RawHttp
 from benchmarks.proxy_client import Outcome
+from conversations.request import ALLOWED_MESSAGE_TYPES
 
 RS = "\x1e"
 HANDSHAKE = '{"protocol":"json","version":1}' + RS
@@ -28,10 +29,7 @@ COOKIE = "_U=bench"
 OPTIONS = ["nlu_direct_response_filter", "deepleo", "disable_emoji_spoken_text",
            "responsible_ai_policy_235", "enablemm", "dv3sugg", "autosave", "iyxapbing",
            "iycapbing", "galileo", "saharagenconv5"]
-ALLOWED = ["ActionRequest", "Chat", "ConfirmationCard", "Context", "InternalSearchQuery",
-           "InternalSearchResult", "Disengaged", "InternalLoaderMessage", "InvokeAction",
-           "Progress", "RenderCardRequest", "RenderContentRequest", "AdsQuery", "SemanticSerp",
-           "GenerateContentQuery", "SearchQuery"]
+ALLOWED = list(ALLOWED_MESSAGE_TYPES)  # the same types the proxy asks for, for a fair comparison
 SEARCH_PLUGIN = {"id": "c310c353-b9f0-4d76-ab0d-1dd5e979cf68", "category": 1}
 FAILURES = (TimeoutError, OSError, HttpError, ValueError, KeyError, asyncio.IncompleteReadError,
             WebSocketException, InvalidHandshake)
@@ -54,6 +52,7 @@ class DirectClient:
     def __init__(self, host: str, port: int, timeout: float, create_port: int | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.create_port = port if create_port is None else create_port
+        self._idle: list[RawHttp] = []  # kept-alive create connections, as any pooled client has
 
     async def ask(self, prompt: str) -> Outcome:
         """Create a conversation and ask once; TTFT counts from before the create."""
@@ -85,13 +84,18 @@ class DirectClient:
 
     async def create(self) -> Conversation:
         """GET /turing/conversation/create: ids from the body, the token from the headers."""
-        http = RawHttp(self.host, self.create_port)
+        http = self._idle.pop() if self._idle else RawHttp(self.host, self.create_port)
         try:
             await http.send("GET", "/turing/conversation/create", {
-                "Cookie": COOKIE, "Accept": "application/json", "Connection": "close"})
+                "Cookie": COOKIE, "Accept": "application/json"})
             head = await http.read_head()
             body: dict[str, Any] = orjson.loads(await http.read_all(head))
-        finally:
+        except BaseException:
+            await http.close()
+            raise
+        if head.keep_alive:
+            self._idle.append(http)
+        else:
             await http.close()
         if head.status != 200 or (body.get("result") or {}).get("value") != "Success":
             raise HttpError(f"create failed: HTTP {head.status}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -30,7 +31,7 @@ from messagers.events import (
 from messagers.frames import encode_record, parse_message
 from networks.chathub_ws import PING, ChatHubSocket, chathub_url
 from networks.headers import chathub_headers
-from networks.http_client import SessionIds, create_conversation
+from networks.http_client import CREATE_CONNECTIONS, SessionIds, create_conversation
 from utils.errors import ConversationUnusable, UpstreamError, UpstreamTimeout, interrupted
 from utils.proxy import pick_proxy
 from utils.settings import Settings
@@ -60,6 +61,7 @@ class Upstream:
     http: httpx.AsyncClient
     store: ConversationStore
     pool: WarmPool | None = None
+    create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CREATE_CONNECTIONS))
 
 
 @dataclass(slots=True)
@@ -139,7 +141,13 @@ async def claim_thread(plan: TurnPlan, upstream: Upstream) -> ChatThread | None:
 async def fresh_session(upstream: Upstream) -> SessionIds:
     """A pre-created conversation from the warm pool, else a new one."""
     session = upstream.pool.take() if upstream.pool is not None else None
-    return session or await create_conversation(upstream.http, upstream.settings)
+    return session or await create_session(upstream)
+
+
+async def create_session(upstream: Upstream) -> SessionIds:
+    """Create a conversation, queueing here rather than inside the HTTP client's pool."""
+    async with upstream.create_slots:
+        return await create_conversation(upstream.http, upstream.settings)
 
 
 async def keep_thread(

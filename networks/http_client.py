@@ -24,6 +24,9 @@ from utils.proxy import pick_proxy
 from utils.settings import Settings
 
 log = logging.getLogger(__name__)
+# Concurrent creates: httpcore's pool rescans every connection for every queued request, so a long
+# queue inside it costs quadratic CPU; callers queue on a semaphore of this size instead.
+CREATE_CONNECTIONS = 8
 _TITLE = re.compile(rb"<title>([^<]{0,80})", re.IGNORECASE)
 
 
@@ -44,7 +47,7 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
         timeout=timeout,
         proxy=pick_proxy(settings.bing_create_url, settings),
         trust_env=False,
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        limits=httpx.Limits(max_connections=CREATE_CONNECTIONS, max_keepalive_connections=CREATE_CONNECTIONS),
     )
 
 

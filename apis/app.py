@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import replace
 
+import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -14,9 +14,10 @@ from apis.errors import CatchAll, install_error_handlers
 from apis.health import HealthRecord
 from apis.middleware import NormalizePath
 from apis.routes import openai_router, service_router
-from conversations.pool import WarmPool
+from conversations.account_file import AccountSource, AccountWatcher
+from conversations.accounts import AccountPool
 from conversations.threads import MemoryStore
-from conversations.turn import Upstream, create_session
+from conversations.turn import Upstream, start_warm_pool
 from networks.http_client import make_http_client
 from utils.settings import Settings, get_settings
 
@@ -50,16 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def lifespan(settings: Settings):  # type: ignore[no-untyped-def]
-    """Open the shared HTTP client (and the demo emulator) for the app's lifetime."""
+    """Open the shared HTTP client, the accounts (and the demo emulator) for the app's lifetime."""
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             live = await start_demo(stack, settings) if settings.demo else settings
             http = await stack.enter_async_context(make_http_client(live))
-            store = MemoryStore(live.conversation_store_size, live.conversation_store_ttl)
-            upstream = Upstream(live, http, store)
-            upstream = replace(upstream, pool=start_pool(stack, upstream))
+            upstream = open_upstream(live, http)
+            stack.push_async_callback(stop_warm_pools, upstream)
             app.state.settings = live
             app.state.upstream = upstream
             app.state.health = HealthRecord()
@@ -68,15 +68,23 @@ def lifespan(settings: Settings):  # type: ignore[no-untyped-def]
     return run
 
 
-def start_pool(stack: AsyncExitStack, upstream: Upstream) -> WarmPool | None:
-    """The warm pool of pre-created conversations, running until the app stops (None when disabled)."""
-    settings = upstream.settings
-    if settings.warm_pool_size <= 0:
-        return None
-    pool = WarmPool(lambda: create_session(upstream), settings.warm_pool_size, settings.warm_pool_max_age)
-    pool.start()
-    stack.push_async_callback(pool.stop)
-    return pool
+def open_upstream(settings: Settings, http: httpx.AsyncClient) -> Upstream:
+    """Accounts (from BING_COOKIES or the accounts file, which must parse), their warm pools, the store."""
+    source = AccountSource(settings.bing_cookies, settings.bing_cookies_file)
+    accounts = AccountPool(source.load(), settings.account_concurrency)
+    watcher = AccountWatcher(source, accounts) if settings.bing_cookies_file else None
+    store = MemoryStore(settings.conversation_store_size, settings.conversation_store_ttl)
+    upstream = Upstream(settings, http, store, accounts, watcher)
+    for account in accounts.accounts.values():
+        start_warm_pool(upstream, account)
+    return upstream
+
+
+async def stop_warm_pools(upstream: Upstream) -> None:
+    """Stop every account's background pool."""
+    for account in upstream.accounts.accounts.values():
+        if account.pool is not None:
+            await account.pool.stop()
 
 
 async def start_demo(stack: AsyncExitStack, settings: Settings) -> Settings:

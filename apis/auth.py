@@ -6,7 +6,7 @@ import hmac
 
 from fastapi import Request
 
-from utils.errors import InvalidApiKey
+from utils.errors import InvalidApiKey, PermissionDenied
 
 
 def supplied_key(request: Request) -> str:
@@ -28,3 +28,12 @@ async def require_api_key(request: Request) -> None:
         raise InvalidApiKey(
             "Incorrect or missing API key. Send `Authorization: Bearer <key>` with a key from API_KEYS."
         )
+
+
+async def require_admin_key(request: Request) -> None:
+    """The operator views need ADMIN_KEY (as a Bearer token); without one set they are off."""
+    admin_key = request.app.state.settings.admin_key
+    if not admin_key:
+        raise PermissionDenied("The account view is off: set ADMIN_KEY to enable it.")
+    if not hmac.compare_digest(supplied_key(request).encode(), admin_key.encode()):
+        raise InvalidApiKey("This view needs the admin key (ADMIN_KEY) as `Authorization: Bearer <key>`.")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from conversations.accounts import AccountPool
 from utils.settings import Settings
 
 
@@ -27,17 +29,22 @@ class HealthRecord:
         self.last_failure_at, self.last_failure_code = time.time(), code
 
 
-def health_report(settings: Settings, record: HealthRecord, version: str) -> dict[str, Any]:
-    """The /health body."""
+def health_report(
+    settings: Settings, record: HealthRecord, version: str, accounts: AccountPool
+) -> dict[str, Any]:
+    """The /health body: `ok` while some account can serve, `degraded` when none can."""
+    views = accounts.public_view()
+    states = Counter(view["state"] for view in views)
+    usable = sum(1 for view in views if view["usable"])
     return {
-        "status": "ok",
+        "status": "ok" if usable else "degraded",
         "version": version,
         "upstream": {
             "create_host": urlsplit(settings.bing_create_url).netloc,
             "chathub_host": urlsplit(settings.bing_chathub_url).netloc,
-            "account": "signed-in cookies" if settings.bing_cookies else "anonymous",
             "demo": settings.demo,
         },
+        "accounts": {"total": len(views), "usable": usable, "states": dict(states)},
         "last_success_at": record.last_success_at,
         "last_failure": (
             {"code": record.last_failure_code, "at": record.last_failure_at}

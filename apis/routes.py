@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from apis import __version__
-from apis.auth import require_api_key, supplied_key
+from apis.auth import require_admin_key, require_api_key, supplied_key
 from apis.health import health_report
 from apis.schemas import ChatRequest, check_supported
 from apis.streaming import ClientGone, collect_completion, sse_body, until_disconnect
@@ -67,7 +67,16 @@ async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
 @service_router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
     """Liveness plus the upstream in use and its latest outcome."""
-    return health_report(request.app.state.settings, request.app.state.health, __version__)
+    upstream: Upstream = request.app.state.upstream
+    return health_report(upstream.settings, request.app.state.health, __version__, upstream.accounts)
+
+
+@service_router.get("/v1/accounts", dependencies=[Depends(require_admin_key)])
+async def list_accounts(request: Request) -> dict[str, Any]:
+    """Each account's name, state, last error, uses and cooldown (never its cookies); needs ADMIN_KEY."""
+    upstream: Upstream = request.app.state.upstream
+    await upstream.refresh_accounts()
+    return {"object": "list", "data": upstream.accounts.public_view()}
 
 
 @service_router.get("/", include_in_schema=False)

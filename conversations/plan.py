@@ -37,7 +37,7 @@ def plan_turn(
             f"Unknown inline extras {sorted(unknown)}; choose from {sorted(INLINE_EXTRAS)}.",
             param="inline_extras",
         )
-    scope = caller_scope(settings.bing_cookies, settings.bing_create_url, caller)
+    scope = caller_scope(settings.bing_create_url, caller)  # the account is checked on the thread
     extends_answer = len(messages) >= 2 and messages[-2].get("role") == "assistant"
     history_key = thread_key(scope, spec.id, messages[:-1]) if extends_answer else None
     options = AnswerOptions(inline, settings.throttle_retry_after)

@@ -29,6 +29,8 @@ class ChatThread:
     turns: int  # user turns it has had
     limit: int | None  # maxNumUserMessagesInConversation, when Bing said it
     created_at: float  # wall clock; Bing expires conversations after 6 h
+    account: str = ""  # the account it belongs to ...
+    fingerprint: str = ""  # ... and a digest of that account's cookies when it was created
 
     def usable(self, now: float, max_age: float, margin: int) -> bool:
         """Young enough, and not near its turn limit."""

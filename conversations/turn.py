@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -12,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from conversations.account_file import AccountWatcher
+from conversations.accounts import Account, AccountPool, state_for
 from conversations.composer import ComposedPrompt, Limits, check_context
 from conversations.models import ModelSpec
 from conversations.pool import WarmPool
@@ -32,7 +35,13 @@ from messagers.frames import encode_record, parse_message
 from networks.chathub_ws import PING, ChatHubSocket, chathub_url
 from networks.headers import chathub_headers
 from networks.http_client import CREATE_CONNECTIONS, SessionIds, create_conversation
-from utils.errors import ConversationUnusable, UpstreamError, UpstreamTimeout, interrupted
+from utils.errors import (
+    ConversationUnusable,
+    StreamInterrupted,
+    UpstreamError,
+    UpstreamTimeout,
+    interrupted,
+)
 from utils.proxy import pick_proxy
 from utils.settings import Settings
 
@@ -53,15 +62,27 @@ class TurnPlan:
     history_key: str | None  # the exchange this request extends, when it could be ours
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Upstream:
     """The process-wide upstream dependencies."""
 
     settings: Settings
     http: httpx.AsyncClient
     store: ConversationStore
-    pool: WarmPool | None = None
+    accounts: AccountPool
+    watcher: AccountWatcher | None = None
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CREATE_CONNECTIONS))
+
+    async def refresh_accounts(self) -> None:
+        """Adopt a changed accounts file: warm pools start for new accounts and stop for old ones."""
+        if self.watcher is None:
+            return
+        added, removed = self.watcher.refresh()
+        for account in added:
+            start_warm_pool(self, account)
+        for account in removed:
+            if account.pool is not None:
+                await account.pool.stop()
 
 
 @dataclass(slots=True)
@@ -100,29 +121,69 @@ async def open_answer(plan: TurnPlan, upstream: Upstream) -> Answer:
 
 
 async def run_turn(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerEvent, None]:
-    """The turn's answer events: continue our conversation when possible, else start fresh.
+    """The turn's answer events, failing over between accounts until one answers.
 
-    A conversation found expired or at its limit before any answer is replaced by a fresh one, once.
+    Our own conversation is continued when the request extends it. Before any text reaches the
+    client, a failure is retried (bounded by FAILOVER_ATTEMPTS): an account-level one (throttled,
+    captcha, cookies, blocked) on another account, a transient one after a short jittered pause, an
+    expired or full conversation with a fresh one. After text, the failure goes to the client.
     """
+    await upstream.refresh_accounts()
     thread = await claim_thread(plan, upstream)
-    for attempt in (1, 2):
-        if thread is None:
-            check_context(plan.prompt, plan.limits)
-            thread = ChatThread(await fresh_session(upstream), 0, None, time.time())
-        parts: list[str] = []
+    tried: set[str] = set()
+    last: UpstreamError | None = None
+    for attempt in range(max(upstream.settings.failover_attempts, 1)):
+        account = await pick_account(upstream, thread, tried)
+        if account is None:
+            if thread is not None:  # its account cannot serve now: start fresh elsewhere
+                thread = None
+                continue
+            raise last or upstream.accounts.unavailable_error()
+        failure: UpstreamError | None = None
         try:
-            async for event in run_attempt(plan, upstream, thread):
-                if isinstance(event, ContentDelta):
-                    parts.append(event.text)
-                elif isinstance(event, Finished):
-                    await keep_thread(plan, upstream, thread, event, "".join(parts))
+            thread = thread or await fresh_thread(plan, upstream, account)
+            async for event in run_on_thread(plan, upstream, thread):
                 yield event
             return
-        except ConversationUnusable:
-            if attempt == 2:
-                raise
-            log.info("conversation unusable before any answer; starting a fresh one")
+        except StreamInterrupted as exc:
+            failure = exc
+            raise
+        except UpstreamError as exc:
+            failure = last = exc
+            log.info("turn failed on account %s before any text (%s); failing over", account.name, exc.code)
+            if state_for(exc) is not None:
+                tried.add(account.name)
+            elif not isinstance(exc, ConversationUnusable):
+                await asyncio.sleep(random.uniform(0.05, 0.2) * 2**attempt)
             thread = None
+        finally:
+            await upstream.accounts.release(account, failure)
+    assert last is not None
+    raise last
+
+
+async def pick_account(upstream: Upstream, thread: ChatThread | None, tried: set[str]) -> Account | None:
+    """The thread's own account (if its cookies are unchanged), else the least busy usable one."""
+    wait = upstream.settings.create_timeout
+    if thread is None:
+        return await upstream.accounts.acquire(tried, wait)
+    owner = upstream.accounts.get(thread.account)
+    if owner is None or owner.fingerprint != thread.fingerprint:
+        return None
+    return await upstream.accounts.acquire(set(), wait, name=thread.account)
+
+
+async def run_on_thread(
+    plan: TurnPlan, upstream: Upstream, thread: ChatThread
+) -> AsyncGenerator[AnswerEvent, None]:
+    """One attempt on `thread`, remembering the conversation when the answer completes."""
+    parts: list[str] = []
+    async for event in run_attempt(plan, upstream, thread):
+        if isinstance(event, ContentDelta):
+            parts.append(event.text)
+        elif isinstance(event, Finished):
+            await keep_thread(plan, upstream, thread, event, "".join(parts))
+        yield event
 
 
 async def claim_thread(plan: TurnPlan, upstream: Upstream) -> ChatThread | None:
@@ -138,16 +199,29 @@ async def claim_thread(plan: TurnPlan, upstream: Upstream) -> ChatThread | None:
     return thread
 
 
-async def fresh_session(upstream: Upstream) -> SessionIds:
-    """A pre-created conversation from the warm pool, else a new one."""
-    session = upstream.pool.take() if upstream.pool is not None else None
-    return session or await create_session(upstream)
+async def fresh_thread(plan: TurnPlan, upstream: Upstream, account: Account) -> ChatThread:
+    """A new conversation on `account` (from its warm pool when it has one), history as context."""
+    check_context(plan.prompt, plan.limits)
+    session = account.pool.take() if account.pool is not None else None
+    session = session or await create_session(upstream, account.cookies)
+    return ChatThread(session, 0, None, time.time(), account.name, account.fingerprint)
 
 
-async def create_session(upstream: Upstream) -> SessionIds:
+async def create_session(upstream: Upstream, cookies: str) -> SessionIds:
     """Create a conversation, queueing here rather than inside the HTTP client's pool."""
     async with upstream.create_slots:
-        return await create_conversation(upstream.http, upstream.settings)
+        return await create_conversation(upstream.http, upstream.settings, cookies)
+
+
+def start_warm_pool(upstream: Upstream, account: Account) -> None:
+    """Give `account` its pool of pre-created conversations (none when WARM_POOL_SIZE is 0)."""
+    settings = upstream.settings
+    if settings.warm_pool_size <= 0:
+        return
+    account.pool = WarmPool(
+        lambda: create_session(upstream, account.cookies), settings.warm_pool_size, settings.warm_pool_max_age
+    )
+    account.pool.start()
 
 
 async def keep_thread(
@@ -169,10 +243,12 @@ async def run_attempt(
 ) -> AsyncGenerator[AnswerEvent, None]:
     """One socket and chat invocation on `thread`; raises the turn's ProxyError."""
     settings, session = upstream.settings, thread.session
+    owner = upstream.accounts.get(thread.account)
+    cookies = owner.cookies if owner is not None else ""
     request = build_chat_request(plan.prompt, session, plan.model, settings.bing_locale, turn=thread.turns)
     socket = ChatHubSocket(
         chathub_url(settings.bing_chathub_url, session.access_token),
-        chathub_headers(settings.bing_cookies, settings.bing_locale),
+        chathub_headers(cookies, settings.bing_locale),
         proxy=pick_proxy(settings.bing_chathub_url, settings),
         open_timeout=settings.connect_timeout,
         compression=settings.bing_ws_compression,

@@ -51,9 +51,9 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-async def create_conversation(http: httpx.AsyncClient, settings: Settings) -> SessionIds:
-    """Create a Bing conversation; raises an `UpstreamError` subclass on any failure."""
-    headers = create_headers(settings.bing_cookies, settings.bing_locale)
+async def create_conversation(http: httpx.AsyncClient, settings: Settings, cookies: str) -> SessionIds:
+    """Create a Bing conversation for the account `cookies`; raises an `UpstreamError` on any failure."""
+    headers = create_headers(cookies, settings.bing_locale)
     try:
         response = await http.get(settings.bing_create_url, headers=headers)
     except httpx.TimeoutException as exc:

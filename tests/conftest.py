@@ -27,12 +27,21 @@ def clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
         emu.faults.clear()
     else:
         yield
+    if "base_url" in request.fixturenames:
+        request.getfixturevalue("service").heal_accounts()
 
 
 @pytest.fixture(scope="session")
-def base_url(emulator: BingEmulator) -> Iterator[str]:
-    with ServerThread(service_settings(emulator)) as url:
-        yield url
+def service(emulator: BingEmulator) -> Iterator[ServerThread]:
+    server = ServerThread(service_settings(emulator))
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def base_url(service: ServerThread) -> str:
+    port = service.server.servers[0].sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Any
 import uvicorn
 
 from apis.app import create_app
+from conversations.accounts import record_outcome
 from utils.settings import Settings
 
 
@@ -16,9 +17,8 @@ class ServerThread:
     """`with ServerThread(settings) as base_url:` serves the app until the block ends."""
 
     def __init__(self, settings: Settings) -> None:
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
-        )
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="service", daemon=True)
 
@@ -31,6 +31,13 @@ class ServerThread:
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
+
+    def heal_accounts(self) -> None:
+        """Forget every account's health (tests share one service; one test's throttle is not the next's)."""
+        upstream = getattr(self.app.state, "upstream", None)
+        if upstream is not None:
+            for account in upstream.accounts.accounts.values():
+                record_outcome(account, None, time.time())
 
     def __exit__(self, *exc: Any) -> None:
         self.server.should_exit = True
@@ -49,6 +56,7 @@ def service_settings(emulator: Any, **overrides: Any) -> Settings:
         "stream_hold_timeout": 5.0,
         "model_aliases": "gpt-4=creative,gpt-3.5-turbo=balanced",
         "warm_pool_size": 0,  # tests that count creates stay exact; the pool has its own tests
+        "failover_attempts": 1,  # error-mapping tests see each failure once; failover has its own tests
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -76,6 +76,12 @@ class InvalidApiKey(ProxyError):
     default_code = "invalid_api_key"
 
 
+class PermissionDenied(ProxyError):
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "permission_denied"
+
+
 class ModelNotFound(ProxyError):
     status_code = 404
     error_type = "invalid_request_error"

@@ -17,8 +17,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
-    # Upstream account and endpoints.
+    # Upstream accounts and endpoints: one Cookie header, or a JSON file of accounts.
     bing_cookies: Annotated[str, Field(repr=False)] = ""
+    bing_cookies_file: str | None = None
     bing_create_url: str = DEFAULT_CREATE_URL
     bing_chathub_url: str = DEFAULT_CHATHUB_URL
     bing_locale: str = "en-US"
@@ -31,9 +32,17 @@ class Settings(BaseSettings):
     all_proxy: Annotated[str | None, Field(repr=False)] = None
     no_proxy: str | None = None
 
-    # Who may call us.
+    # Who may call us, and how much.
     api_keys: Annotated[str, Field(repr=False)] = ""
+    admin_key: Annotated[str, Field(repr=False)] = ""
     cors_origins: str = "*"
+    max_body_bytes: int = 2_000_000
+    max_messages: int = 500
+    rate_limit_per_minute: int = 0  # per API key (or per client address when keys are off); 0 = off
+    account_concurrency: int = 4
+    failover_attempts: int = 3
+    shutdown_grace_seconds: float = 10.0
+    log_prompts: bool = False
 
     # Deadlines, in seconds.
     create_timeout: float = 15.0

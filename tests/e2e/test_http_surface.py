@@ -89,7 +89,7 @@ def test_cors_preflight_and_headers(base_url: str) -> None:
 def test_health_and_docs(base_url: str) -> None:
     health = httpx.get(f"{base_url}/health").json()
     assert health["status"] == "ok"
-    assert health["upstream"]["account"] == "signed-in cookies"
+    assert health["accounts"] == {"total": 1, "usable": 1, "states": {"healthy": 1}}
     assert "test-account-cookie" not in httpx.get(f"{base_url}/health").text
     assert httpx.get(f"{base_url}/docs").status_code == 200
     paths = httpx.get(f"{base_url}/openapi.json").json()["paths"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from conversations.accounts import Account, AccountPool
 from conversations.plan import plan_turn
 from conversations.threads import MemoryStore
 from conversations.turn import Upstream, open_answer
@@ -22,7 +23,8 @@ from utils.settings import Settings
 async def answer_text(settings: Settings, prompt: str) -> tuple[str, Finished | None]:
     async with make_http_client(settings) as http:
         plan = plan_turn([{"role": "user", "content": prompt}], "balanced", None, settings)
-        answer = await open_answer(plan, Upstream(settings, http, MemoryStore(10, 60)))
+        accounts = AccountPool([Account("default", settings.bing_cookies)], 4)
+        answer = await open_answer(plan, Upstream(settings, http, MemoryStore(10, 60), accounts))
         parts, finished = [], None
         async for event in answer.events():
             if isinstance(event, ContentDelta):
@@ -47,9 +49,9 @@ def test_cookies_go_to_both_legs_and_are_not_kept(emulator: BingEmulator) -> Non
 
     async def create_twice() -> None:
         async with make_http_client(settings) as http:
-            await create_conversation(http, settings)
+            await create_conversation(http, settings, settings.bing_cookies)
             assert not http.cookies  # a Set-Cookie never leaks into the next request
-            await create_conversation(http, settings)
+            await create_conversation(http, settings, settings.bing_cookies)
 
     run(create_twice())
     assert all(c.signed_in for c in list(emulator.conversations.values())[-2:])
@@ -61,7 +63,7 @@ def test_create_result_failure_maps(emulator: BingEmulator) -> None:
 
     async def create() -> None:
         async with make_http_client(settings) as http:
-            await create_conversation(http, settings)
+            await create_conversation(http, settings, settings.bing_cookies)
 
     with pytest.raises(UpstreamAuthFailed):
         run(create())

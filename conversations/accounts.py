@@ -1,0 +1,237 @@
+"""The account pool: Bing accounts (cookie sets), each with a health state, shared out fairly.
+
+An account is healthy, cooling down (Throttled, until its retry time), needing a captcha, expired
+(cookies rejected) or blocked. Bad states are re-probed after a while, so an account that a human
+fixed (captcha solved, cookies renewed in the file) comes back without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from conversations.pool import WarmPool
+from utils.errors import (
+    CAPTCHA_HELP,
+    UpstreamAccountBlocked,
+    UpstreamAuthFailed,
+    UpstreamCaptcha,
+    UpstreamError,
+    UpstreamRateLimited,
+)
+
+
+class AccountState(StrEnum):
+    HEALTHY = "healthy"
+    COOLING_DOWN = "cooling_down"
+    NEEDS_CAPTCHA = "needs_captcha"
+    EXPIRED = "expired"
+    BLOCKED = "blocked"
+
+
+# How long a bad state lasts before the account is tried again (a probe), in seconds.
+REPROBE_AFTER = {
+    AccountState.NEEDS_CAPTCHA: 900.0,
+    AccountState.EXPIRED: 3600.0,
+    AccountState.BLOCKED: 6 * 3600.0,
+}
+DEFAULT_COOLDOWN = 3600.0
+
+
+@dataclass(slots=True)
+class Account:
+    """One upstream account; `cookies` never leaves the process (see `public_view`)."""
+
+    name: str
+    cookies: str = field(repr=False)
+    state: AccountState = AccountState.HEALTHY
+    until: float = 0.0  # wall clock when a bad state ends
+    last_error: str | None = None
+    last_error_at: float | None = None
+    uses: int = 0
+    failures: int = 0
+    in_flight: int = 0
+    pool: WarmPool | None = field(default=None, repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the cookies: a conversation only continues under the cookies that made it."""
+        return hashlib.sha256(self.cookies.encode()).hexdigest()[:16]
+
+    def usable(self, now: float) -> bool:
+        """Healthy, or a bad state whose time is up (then the next turn is its probe)."""
+        return self.state is AccountState.HEALTHY or now >= self.until
+
+    def public_view(self, now: float) -> dict[str, Any]:
+        """What an operator may see: never the cookies."""
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "usable": self.usable(now),
+            "retry_at": self.until if self.state is not AccountState.HEALTHY else None,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "uses": self.uses,
+            "failures": self.failures,
+            "in_flight": self.in_flight,
+            "signed_in": "_U=" in self.cookies,
+            "warm_conversations": len(self.pool) if self.pool is not None else 0,
+        }
+
+
+def state_for(error: UpstreamError) -> AccountState | None:
+    """The account state an upstream error implies; None for errors that say nothing about it."""
+    if isinstance(error, UpstreamRateLimited):
+        return AccountState.COOLING_DOWN
+    if isinstance(error, UpstreamCaptcha):
+        return AccountState.NEEDS_CAPTCHA
+    if isinstance(error, UpstreamAuthFailed):
+        return AccountState.EXPIRED
+    if isinstance(error, UpstreamAccountBlocked):
+        return AccountState.BLOCKED
+    return None
+
+
+def retry_seconds(error: UpstreamError) -> float:
+    """How long a throttled account cools down: Bing's Retry-After, else an hour."""
+    try:
+        return float(error.headers.get("Retry-After", DEFAULT_COOLDOWN))
+    except ValueError:
+        return DEFAULT_COOLDOWN
+
+
+class AccountPool:
+    """Hands out usable accounts (least used first, within a per-account concurrency cap)."""
+
+    def __init__(self, accounts: Iterable[Account], concurrency: int) -> None:
+        self.accounts: dict[str, Account] = {a.name: a for a in accounts}
+        self.concurrency = max(concurrency, 1)
+        self._freed = asyncio.Condition()
+
+    def __len__(self) -> int:
+        return len(self.accounts)
+
+    def get(self, name: str) -> Account | None:
+        """The account called `name`, if it is still configured."""
+        return self.accounts.get(name)
+
+    def any_usable(self) -> bool:
+        """True when at least one account can serve now."""
+        now = time.time()
+        return any(a.usable(now) for a in self.accounts.values())
+
+    async def acquire(self, exclude: set[str], wait: float, name: str | None = None) -> Account | None:
+        """A usable account not in `exclude` (or the one called `name`), waiting up to `wait` s for a
+        free slot; None when none is usable at all."""
+        deadline = time.monotonic() + wait
+        async with self._freed:
+            while True:
+                candidates = self._candidates(exclude, name)
+                if not candidates:
+                    return None
+                free = [a for a in candidates if a.in_flight < self.concurrency]
+                if free:
+                    account = min(free, key=lambda a: (a.in_flight, a.uses))
+                    account.in_flight += 1
+                    account.uses += 1
+                    return account
+                if not await self._wait_for_slot(deadline):
+                    return None
+
+    async def release(self, account: Account, error: UpstreamError | None) -> None:
+        """Give the slot back and record the outcome of the turn on its account."""
+        record_outcome(account, error, time.time())
+        async with self._freed:
+            account.in_flight = max(account.in_flight - 1, 0)
+            self._freed.notify_all()
+
+    def unavailable_error(self) -> UpstreamError:
+        """The error for 'no account can serve': the soonest-recovering account's reason."""
+        now = time.time()
+        bad = [a for a in self.accounts.values() if not a.usable(now)]
+        if not bad:
+            return UpstreamRateLimited(
+                "Every account is busy (ACCOUNT_CONCURRENCY); retry shortly.", headers={"Retry-After": "1"}
+            )
+        soonest = min(bad, key=lambda a: a.until)
+        wait = str(max(int(soonest.until - now), 1))
+        return error_for_state(soonest.state, wait, len(self.accounts))
+
+    def replace_accounts(self, fresh: list[Account]) -> tuple[list[Account], list[Account]]:
+        """Adopt a re-read account list: unchanged accounts (same name and cookies) keep their state.
+
+        Returns (added, removed) so the caller can start and stop their warm pools.
+        """
+        merged: dict[str, Account] = {}
+        added: list[Account] = []
+        for account in fresh:
+            previous = self.accounts.get(account.name)
+            if previous is not None and previous.cookies == account.cookies:
+                merged[account.name] = previous
+            else:
+                merged[account.name] = account
+                added.append(account)
+        removed = [a for name, a in self.accounts.items() if merged.get(name) is not a]
+        self.accounts = merged
+        return added, removed
+
+    def public_view(self) -> list[dict[str, Any]]:
+        """Every account as an operator may see it."""
+        now = time.time()
+        return [a.public_view(now) for a in self.accounts.values()]
+
+    def _candidates(self, exclude: set[str], name: str | None) -> list[Account]:
+        now = time.time()
+        if name is not None:
+            account = self.accounts.get(name)
+            return [account] if account is not None and account.usable(now) else []
+        return [a for a in self.accounts.values() if a.name not in exclude and a.usable(now)]
+
+    async def _wait_for_slot(self, deadline: float) -> bool:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            async with asyncio.timeout(left):
+                await self._freed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def record_outcome(account: Account, error: UpstreamError | None, now: float) -> None:
+    """Healthy after a success; the error's state (and how long it lasts) after a failure."""
+    if error is None:
+        account.state, account.until = AccountState.HEALTHY, 0.0
+        return
+    account.failures += 1
+    account.last_error, account.last_error_at = error.code, now
+    state = state_for(error)
+    if state is None:
+        return  # transient: says nothing about the account
+    account.state = state
+    lasts = retry_seconds(error) if state is AccountState.COOLING_DOWN else REPROBE_AFTER[state]
+    account.until = now + lasts
+
+
+def error_for_state(state: AccountState, retry_after: str, total: int) -> UpstreamError:
+    """What the client hears when no account can serve, by the best account's state."""
+    who = "The account is" if total == 1 else f"All {total} accounts are"
+    if state is AccountState.COOLING_DOWN:
+        return UpstreamRateLimited(
+            f"{who} cooling down after Bing throttled it; retry in {retry_after} s.",
+            headers={"Retry-After": retry_after, "x-should-retry": "false"},
+        )
+    if state is AccountState.NEEDS_CAPTCHA:
+        return UpstreamCaptcha(
+            f"{who} waiting for a captcha to be solved (see GET /v1/accounts). {CAPTCHA_HELP}",
+            headers={"x-should-retry": "false"},
+        )
+    if state is AccountState.EXPIRED:
+        return UpstreamAuthFailed(f"{who} using cookies Bing rejects: renew them (see GET /v1/accounts).")
+    return UpstreamAccountBlocked(f"{who} blocked by Bing.", headers={"x-should-retry": "false"})

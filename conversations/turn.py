@@ -131,14 +131,14 @@ async def run_turn(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerE
     await upstream.refresh_accounts()
     thread = await claim_thread(plan, upstream)
     tried: set[str] = set()
-    last: UpstreamError | None = None
-    for attempt in range(max(upstream.settings.failover_attempts, 1)):
+    failures, replaced = 0, False
+    while True:
         account = await pick_account(upstream, thread, tried)
         if account is None:
             if thread is not None:  # its account cannot serve now: start fresh elsewhere
                 thread = None
                 continue
-            raise last or upstream.accounts.unavailable_error()
+            raise upstream.accounts.unavailable_error()
         failure: UpstreamError | None = None
         try:
             thread = thread or await fresh_thread(plan, upstream, account)
@@ -149,17 +149,28 @@ async def run_turn(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerE
             failure = exc
             raise
         except UpstreamError as exc:
-            failure = last = exc
-            log.info("turn failed on account %s before any text (%s); failing over", account.name, exc.code)
-            if state_for(exc) is not None:
-                tried.add(account.name)
-            elif not isinstance(exc, ConversationUnusable):
-                await asyncio.sleep(random.uniform(0.05, 0.2) * 2**attempt)
+            failure = exc
+            if isinstance(exc, ConversationUnusable) and not replaced:
+                replaced = True  # an expired or full conversation: once, a fresh one, free of charge
+            else:
+                failures += 1
+                if failures >= upstream.settings.failover_attempts:
+                    raise
+                await pause_before_failover(exc, account, tried, failures)
             thread = None
         finally:
             await upstream.accounts.release(account, failure)
-    assert last is not None
-    raise last
+
+
+async def pause_before_failover(
+    error: UpstreamError, account: Account, tried: set[str], failures: int
+) -> None:
+    """Exclude an account with an account-level problem; pause (jittered) after a transient one."""
+    log.info("turn failed on account %s before any text (%s); failing over", account.name, error.code)
+    if state_for(error) is not None:
+        tried.add(account.name)
+    else:
+        await asyncio.sleep(random.uniform(0.05, 0.2) * 2 ** (failures - 1))
 
 
 async def pick_account(upstream: Upstream, thread: ChatThread | None, tried: set[str]) -> Account | None:

@@ -1,0 +1,104 @@
+"""Account files, health states, fair hand-out, and the error when no account can serve."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from conversations.account_file import AccountSource, parse_accounts
+from conversations.accounts import Account, AccountPool, AccountState, record_outcome
+from utils.errors import (
+    UpstreamAuthFailed,
+    UpstreamBadResponse,
+    UpstreamCaptcha,
+    UpstreamRateLimited,
+    result_error,
+)
+
+EXPORT = [{"name": "_U", "value": "u1", "domain": ".bing.com"}, {"name": "MUID", "value": "m1"}]
+
+
+def test_every_file_format() -> None:
+    parsed = parse_accounts(["_U=a", {"cookies": "_U=b", "name": "work"}, EXPORT])
+    assert parsed == [("account-1", "_U=a"), ("work", "_U=b"), ("account-3", "_U=u1; MUID=m1")]
+    assert parse_accounts(EXPORT) == [("account-1", "_U=u1; MUID=m1")]  # one export is one account
+
+
+@pytest.mark.parametrize(
+    "bad", [{"cookies": "x"}, [""], [{"name": "x"}], [1], ["a", {"cookies": "b", "name": "account-1"}]]
+)
+def test_bad_files_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_accounts(bad)
+
+
+def test_source_reads_the_file_and_sees_changes(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps(["_U=a"]))
+    source = AccountSource("", str(path))
+    assert [a.name for a in source.load()] == ["account-1"]
+    assert not source.changed()
+    path.write_text(json.dumps(["_U=a", "_U=b"]))
+    assert source.changed()
+    assert AccountSource("_U=one", None).load()[0].cookies == "_U=one"
+
+
+def test_states_follow_errors_and_success() -> None:
+    account, now = Account("a", "_U=x"), time.time()
+    record_outcome(account, result_error("Throttled", "", throttle_retry_after=120), now)
+    assert account.state is AccountState.COOLING_DOWN and account.until == pytest.approx(now + 120)
+    assert not account.usable(now) and account.usable(now + 121)
+    record_outcome(account, UpstreamCaptcha("c"), now)
+    assert account.state is AccountState.NEEDS_CAPTCHA
+    record_outcome(account, UpstreamAuthFailed("x"), now)
+    assert account.state is AccountState.EXPIRED and account.last_error == "upstream_auth_failed"
+    record_outcome(account, UpstreamBadResponse("transient"), now)
+    assert account.state is AccountState.EXPIRED  # a transient failure says nothing about the account
+    record_outcome(account, None, now)
+    assert account.state is AccountState.HEALTHY and account.failures == 4
+    assert "_U=x" not in json.dumps(account.public_view(now))
+
+
+def test_hand_out_is_fair_capped_and_skips_bad_accounts() -> None:
+    async def scenario() -> None:
+        a, b, c = Account("a", "1"), Account("b", "2"), Account("c", "3")
+        record_outcome(c, UpstreamCaptcha("c"), time.time())
+        pool = AccountPool([a, b, c], concurrency=1)
+        first = await pool.acquire(set(), wait=0)
+        second = await pool.acquire(set(), wait=0)
+        assert {first.name, second.name} == {"a", "b"}  # type: ignore[union-attr]
+        assert await pool.acquire(set(), wait=0.05) is None  # both busy, c needs a captcha
+        waiter = asyncio.create_task(pool.acquire(set(), wait=1))
+        await asyncio.sleep(0.01)
+        await pool.release(first, None)  # type: ignore[arg-type]
+        assert (await waiter) is first
+        assert await pool.acquire({"a", "b"}, wait=0) is None
+
+    asyncio.run(scenario())
+
+
+def test_no_account_error_names_the_soonest_recovery() -> None:
+    now = time.time()
+    a, b = Account("a", "1"), Account("b", "2")
+    record_outcome(a, UpstreamRateLimited("t", headers={"Retry-After": "600"}), now)
+    record_outcome(b, UpstreamRateLimited("t", headers={"Retry-After": "60"}), now)
+    error = AccountPool([a, b], 4).unavailable_error()
+    assert error.status == 429 and 55 <= int(error.headers["Retry-After"]) <= 60
+    assert "All 2 accounts" in error.message
+    record_outcome(b, UpstreamCaptcha("c"), now)
+    record_outcome(a, UpstreamCaptcha("c"), now)
+    assert AccountPool([a, b], 4).unavailable_error().status == 503
+
+
+def test_reload_keeps_state_of_unchanged_accounts() -> None:
+    a, b = Account("a", "1"), Account("b", "2")
+    record_outcome(a, UpstreamCaptcha("c"), time.time())
+    pool = AccountPool([a, b], 4)
+    added, removed = pool.replace_accounts([Account("a", "1"), Account("b", "changed"), Account("c", "3")])
+    assert pool.get("a") is a and pool.get("a").state is AccountState.NEEDS_CAPTCHA  # type: ignore[union-attr]
+    assert [x.name for x in added] == ["b", "c"] and removed == [b]
+    assert pool.get("b").state is AccountState.HEALTHY  # type: ignore[union-attr]

@@ -10,7 +10,7 @@ from conversations.models import resolve_model
 from conversations.threads import caller_scope, thread_key
 from conversations.turn import TurnPlan
 from messagers.events import AnswerOptions
-from utils.errors import InvalidRequest
+from utils.errors import ContextLengthExceeded, InvalidRequest
 from utils.settings import Settings
 
 INLINE_EXTRAS = frozenset({"search", "sources", "suggestions"})
@@ -27,6 +27,12 @@ def plan_turn(
 
     `caller` identifies who asks (their API key and user id): conversations are never shared across it.
     """
+    if len(messages) > settings.max_messages:
+        raise ContextLengthExceeded(
+            f"The request has {len(messages)} messages; at most {settings.max_messages} are accepted "
+            "(MAX_MESSAGES).",
+            param="messages",
+        )
     spec = resolve_model(model, settings.alias_map, settings.default_model)
     limits = Limits(settings.max_prompt_chars, settings.max_context_chars)
     prompt = compose_prompt(messages, limits)

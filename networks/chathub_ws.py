@@ -23,6 +23,10 @@ from utils.errors import (
 )
 
 log = logging.getLogger(__name__)
+# websockets logs request headers (the Cookie included) at DEBUG; its logger for our sockets never
+# goes below INFO, however the root logger is configured.
+WS_LOG = logging.getLogger("networks.chathub_ws.protocol")
+WS_LOG.setLevel(logging.INFO)
 
 RS = "\x1e"  # SignalR record separator
 HANDSHAKE = '{"protocol":"json","version":1}' + RS
@@ -106,6 +110,7 @@ class ChatHubSocket:
                 ping_interval=None,  # SignalR keeps itself alive with type 6 records
                 max_size=None,  # final frames can be large
                 close_timeout=2,
+                logger=WS_LOG,
             )
         except InvalidStatus as exc:
             raise upgrade_error(exc.response.status_code) from exc

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from conversations.account_file import AccountWatcher
-from conversations.accounts import Account, AccountPool, state_for
+from conversations.accounts import Account, AccountPool, record_outcome, state_for
 from conversations.composer import ComposedPrompt, Limits, check_context
 from conversations.models import ModelSpec
 from conversations.pool import WarmPool
@@ -39,6 +39,7 @@ from utils.errors import (
     ConversationUnusable,
     StreamInterrupted,
     UpstreamError,
+    UpstreamRateLimited,
     UpstreamTimeout,
     interrupted,
 )
@@ -229,9 +230,17 @@ def start_warm_pool(upstream: Upstream, account: Account) -> None:
     settings = upstream.settings
     if settings.warm_pool_size <= 0:
         return
-    account.pool = WarmPool(
-        lambda: create_session(upstream, account.cookies), settings.warm_pool_size, settings.warm_pool_max_age
-    )
+
+    async def create_ahead() -> SessionIds:
+        if not account.usable(time.time()):  # a resting account is not asked for conversations
+            raise UpstreamRateLimited(f"account {account.name} is {account.state.value}")
+        try:
+            return await create_session(upstream, account.cookies)
+        except UpstreamError as exc:
+            record_outcome(account, exc, time.time())
+            raise
+
+    account.pool = WarmPool(create_ahead, settings.warm_pool_size, settings.warm_pool_max_age)
     account.pool.start()
 
 

@@ -143,3 +143,20 @@ def test_the_accounts_file_is_reread_without_a_restart(
     assert eventually(lambda: "late" in accounts(url))
     path.write_text("{not json")
     assert "late" in accounts(url)  # a broken file keeps the accounts loaded before
+
+
+def test_the_warm_pool_reports_a_dead_account_and_then_leaves_it_alone(
+    emulator: BingEmulator, tmp_path: Path
+) -> None:
+    emulator.faults.create = "unauthorized"
+    before = emulator.create_count
+    settings = service_settings(emulator, warm_pool_size=1, admin_key="admin-secret")
+    with ServerThread(settings) as url:
+        eventually(lambda: accounts(url)["default"]["state"] == "expired")
+        tried = emulator.create_count
+        assert tried > before
+        emulator.faults.clear()
+        import time
+
+        time.sleep(1.5)  # past the pool's first back-off: a resting account is not asked again
+        assert emulator.create_count == tried

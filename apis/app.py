@@ -12,8 +12,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from apis import __version__
 from apis.errors import CatchAll, install_error_handlers
 from apis.health import HealthRecord
+from apis.limits import RequestLimits
 from apis.middleware import NormalizePath
 from apis.routes import openai_router, service_router
+from apis.shutdown import Draining
 from conversations.account_file import AccountSource, AccountWatcher
 from conversations.accounts import AccountPool
 from conversations.threads import MemoryStore
@@ -39,6 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(openai_router, prefix=prefix, include_in_schema=prefix == "/v1")
     app.include_router(service_router)
     app.add_middleware(CatchAll)
+    app.add_middleware(Draining, settings=settings)  # SHUTDOWN_GRACE_SECONDS, then 503 (apis/shutdown.py)
+    app.add_middleware(RequestLimits, settings=settings)  # 413 and this service's 429 (apis/limits.py)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origin_list,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from collections.abc import Sequence
 
 import uvicorn
@@ -13,6 +14,7 @@ from utils.logging import setup_logging
 from utils.settings import get_settings
 
 log = logging.getLogger("apis.chat_api")
+GRACE_MARGIN_SECONDS = 3
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -33,13 +35,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.demo:
         settings = settings.model_copy(update={"demo": True})
         log.info("demo mode: answers come from the built-in Bing emulator, not from Bing")
-    common = {"host": args.host, "port": args.port, "log_level": settings.log_level.lower()}
+    common = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": settings.log_level.lower(),
+        # uvicorn's hard stop comes after our grace period, so cut streams can say goodbye first.
+        "timeout_graceful_shutdown": graceful_timeout(settings.shutdown_grace_seconds),
+    }
     if args.reload:
         if args.demo:
             log.info("with --reload, set DEMO=1 in the environment for demo mode")
         uvicorn.run("apis.app:create_app", factory=True, reload=True, **common)
     else:
         uvicorn.run(create_app(settings), **common)
+
+
+def graceful_timeout(grace: float) -> int:
+    """uvicorn's own shutdown timeout: the grace period plus time to send the last events."""
+    return math.ceil(max(grace, 0.0)) + GRACE_MARGIN_SECONDS
 
 
 if __name__ == "__main__":

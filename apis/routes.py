@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +20,7 @@ from conversations.turn import Upstream, open_answer
 from messagers.chunks import new_context
 from utils.errors import ModelNotFound
 
+log = logging.getLogger(__name__)
 openai_router = APIRouter(dependencies=[Depends(require_api_key)])
 service_router = APIRouter()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -32,6 +34,8 @@ async def create_chat_completion(body: ChatRequest, request: Request) -> Respons
     messages = [message.model_dump() for message in body.messages]
     caller = f"{supplied_key(request)}\x00{body.user if isinstance(body.user, str) else ''}"
     plan = plan_turn(messages, body.model, body.inline_extras, upstream.settings, caller)
+    if upstream.settings.log_prompts:  # off by default: prompts are the users' business
+        log.info("prompt (%s): %s", plan.model.id, plan.prompt.text)
     ctx = new_context(body.model or plan.model.id, include_usage=body.include_usage)
     prompt_text = plan.prompt.context + plan.prompt.text
     try:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from utils.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_JSON_DEPTH = 64  # far beyond any real request, tool schemas included
+LONE_SURROGATE = "the body contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not text"
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -69,10 +73,41 @@ class ChatRequest(BaseModel):
         "(default: the INLINE_EXTRAS setting). They are always in the `bing` field.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def refuse_unusable_json(cls, data: Any) -> Any:
+        """Refuse what parses as JSON but cannot be passed on: see `json_problem`."""
+        problem = json_problem(data)
+        if problem:
+            raise ValueError(problem)
+        return data
+
     @property
     def include_usage(self) -> bool:
         """True when a streaming request asked for the final usage chunk."""
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+
+def json_problem(data: Any) -> str | None:
+    """Why a parsed body cannot be used, or None.
+
+    Two things parse but break later: half a UTF-16 pair (`"\\ud800"`), which is not text and can
+    be neither sent on nor echoed in an error, and nesting deeper than MAX_JSON_DEPTH (the JSON
+    encoders used downstream stop at 254 levels). The walk is iterative, as bodies may nest as deep
+    as the JSON parser allows.
+    """
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return LONE_SURROGATE
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return f"the body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 def check_supported(request: ChatRequest) -> None:

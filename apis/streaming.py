@@ -12,6 +12,7 @@ from fastapi import Request
 
 from apis.errors import INTERNAL_MESSAGE, error_body
 from apis.health import HealthRecord
+from apis.shutdown import drain_guard
 from conversations.turn import Answer
 from messagers.chunks import (
     ChunkContext,
@@ -24,7 +25,7 @@ from messagers.chunks import (
 )
 from messagers.events import ContentDelta, Finished
 from messagers.sse import DONE, encode_data
-from utils.errors import ProxyError, UpstreamBadResponse, UpstreamError
+from utils.errors import ProxyError, ServerShuttingDown, UpstreamBadResponse, UpstreamError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,13 +41,18 @@ async def sse_body(
     """Role chunk, content deltas, the finish chunk (and usage), then [DONE]; errors go in-band.
 
     Writes are coalesced: the role chunk travels with the first text, and the finish chunk, usage
-    and [DONE] go out together.
+    and [DONE] go out together. When the server shuts down and the grace period runs out, the
+    upstream socket is closed and the stream ends with a `server_shutting_down` error event.
     """
     pending = encode_data(role_chunk(ctx))
     parts: list[str] = []
     try:
         async with aclosing(answer.events()) as events:
-            async for event in events:
+            while True:
+                async with drain_guard():  # on shutdown, wait for Bing no longer than the grace
+                    event = await anext(events, None)
+                if event is None:
+                    break
                 if isinstance(event, ContentDelta):
                     parts.append(event.text)
                     yield pending + encode_data(content_chunk(ctx, event.text))
@@ -62,6 +68,9 @@ async def sse_body(
                     yield pending
                     pending = b""
         raise UpstreamBadResponse("Bing's answer ended without a final frame.")
+    except ServerShuttingDown as exc:  # the upstream socket is closed by now
+        log.info("a stream was ended by the shutdown")
+        yield pending + encode_data(exc.envelope()) + DONE
     except ProxyError as exc:
         log.warning("stream failed after the first byte: %s", exc.code)
         if isinstance(exc, UpstreamError):

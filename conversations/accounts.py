@@ -151,13 +151,15 @@ class AccountPool:
             self._freed.notify_all()
 
     def unavailable_error(self) -> UpstreamError:
-        """The error for 'no account can serve': the soonest-recovering account's reason."""
+        """The error for 'no account can serve': busy (retry in a second) while some account is
+        usable, else the soonest-recovering account's reason."""
         now = time.time()
-        bad = [a for a in self.accounts.values() if not a.usable(now)]
-        if not bad:
+        if any(a.usable(now) for a in self.accounts.values()):  # only busy, not broken
             return UpstreamRateLimited(
-                "Every account is busy (ACCOUNT_CONCURRENCY); retry shortly.", headers={"Retry-After": "1"}
+                "Every usable account is busy (ACCOUNT_CONCURRENCY); retry shortly.",
+                headers={"Retry-After": "1"},
             )
+        bad = list(self.accounts.values())
         soonest = min(bad, key=lambda a: a.until)
         wait = str(max(int(soonest.until - now), 1))
         return error_for_state(soonest.state, wait, len(self.accounts))

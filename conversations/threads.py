@@ -9,6 +9,7 @@ history can never share one conversation.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -81,7 +82,10 @@ def thread_key(scope: str, model: str, messages: Sequence[Mapping[str, Any]]) ->
     transcript = [
         (m.get("role"), message_text(m, i).strip(), m.get("tool_calls")) for i, m in enumerate(messages)
     ]
-    digest = hashlib.sha256(orjson.dumps([scope, model, transcript]))
+    try:
+        digest = hashlib.sha256(orjson.dumps([scope, model, transcript]))
+    except orjson.JSONEncodeError:  # unencodable text or absurd nesting: this chat just starts fresh
+        return "unmatchable:" + secrets.token_hex(16)
     return digest.hexdigest()
 
 

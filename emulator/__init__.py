@@ -1,4 +1,35 @@
-"""Bing Chat emulator: conversation create + Sydney ChatHub over real loopback sockets."""
+"""Bing Chat emulator: conversation create + Sydney ChatHub over real loopback sockets.
+
+Ways to make it misbehave, from the narrowest to the broadest:
+
+- **Prompt directives**: `emulate:NAME[=VALUE]` tokens in one chat's text (`emulate:drop`,
+  `emulate:throttled`, `emulate:words=300`, ...) affect that chat only.
+- **Account cookie flags**: a Cookie header containing `emulate=FLAG` (several flags may be
+  comma-separated: `emulate=throttled,captcha`) makes that account behave like a sick Bing account:
+
+  | flag | create | every chat |
+  |---|---|---|
+  | `emulate=expired` | `result.value` `UnauthorizedRequest` | `UnauthorizedRequest` |
+  | `emulate=captcha` | succeeds | `CaptchaChallenge` |
+  | `emulate=throttled` | succeeds | `Throttled` |
+
+  A conversation remembers the flags of the create that made it; the flags on the websocket
+  upgrade's Cookie header count too (the union applies). Flags outrank every other fault, and a
+  chat they refuse consumes no `Faults.times` use. Unknown flags are logged and ignored.
+- **Fault switches** (`BingEmulator.faults`, a `Faults`): `create` (one of `CREATE_FAULTS`),
+  `chat` (one of `CHAT_FAULTS`, used when the prompt names none) and `upgrade` (an HTTP status to
+  refuse the websocket with), for every request or, with `times`, for the next N.
+- **Fault rates** (also on `Faults`), drawn from `BingEmulator.random` (seed it with
+  `BingEmulator(seed=...)` for a reproducible sequence of draws), only for requests no switch,
+  directive or flag already decides:
+  - `create_failure_rate`: that share of creates answers HTTP 500 (a transient failure);
+  - `drop_rate`: that share of chats aborts the TCP connection after some answer text (`drop`);
+  - `drop_before_text_rate`: that share aborts it before any answer text (`drop_start`).
+
+  The chosen fault is kept in the connection's `ConnectionRecord.fault` (`account:FLAG` for an
+  account flag), and every applied fault is counted in `BingEmulator.fault_counts` by
+  `create:NAME` or `chat:NAME`.
+"""
 
 from .faults import CHAT_FAULTS, CREATE_FAULTS, Faults
 from .server import BingEmulator

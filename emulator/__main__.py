@@ -27,6 +27,14 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--think", type=float, default=0.0, help="seconds of pings before text")
     parser.add_argument("--keep-records", type=int, default=1000,
                         help="keep only the newest N chat/connection/conversation records")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed for the fault-rate draws (reproducible runs)")
+    parser.add_argument("--create-failure-rate", type=float, default=0.0,
+                        help="share of creates answered HTTP 500")
+    parser.add_argument("--drop-rate", type=float, default=0.0,
+                        help="share of chats whose connection is aborted after some text")
+    parser.add_argument("--drop-before-text-rate", type=float, default=0.0,
+                        help="share of chats whose connection is aborted before any text")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args()
 
@@ -35,7 +43,10 @@ async def _serve(args: argparse.Namespace) -> None:
     """Start the emulator and serve until cancelled."""
     emulator = BingEmulator(args.host, args.port, http_port=args.http_port, words=args.words,
                             update_delay=args.delay, think=args.think,
-                            keep_records=args.keep_records)
+                            keep_records=args.keep_records, seed=args.seed)
+    emulator.faults.create_failure_rate = args.create_failure_rate
+    emulator.faults.drop_rate = args.drop_rate
+    emulator.faults.drop_before_text_rate = args.drop_before_text_rate
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,7 +13,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from . import frames
-from .faults import ERROR_FAULTS, Directives, parse_directives
+from .faults import ACCOUNT_FLAGS, ERROR_FAULTS, Directives, account_fault, parse_directives
 from .frames import Record
 from .state import ConnectionRecord, Conversation
 from .turns import DISENGAGED_AGAIN, Turn, TurnContext, plan_turn
@@ -136,9 +136,17 @@ class ChatSession:
             return await self._fail(invocation, conv, request_id, *(error or UNAUTHORIZED))
         if arg.get("isStartOfSession") is False:
             self.emu.continued_chat_count += 1
+        refused = account_fault(conv.flags | self.record.flags)
+        if refused is not None:  # the account's cookie flags outrank every other fault
+            self.record.fault = f"account:{refused}"
+            self.emu.fault_counts[f"chat:{self.record.fault}"] += 1
+            return await self._fail(invocation, conv, request_id, *ACCOUNT_FLAGS[refused])
         directives = parse_directives(str(arg["message"]["text"]))
-        fault = directives.fault or self.emu.faults.take_chat()
+        fault = (directives.fault or self.emu.faults.take_chat()
+                 or self.emu.faults.roll_chat(self.emu.random))
         self.record.fault = fault
+        if fault is not None:
+            self.emu.fault_counts[f"chat:{fault}"] += 1
         log.debug("chat: invocation %s accepted (fault=%s)", invocation, fault)
         early = await self._early_fault(fault, invocation, conv, request_id)
         if early is not None:
@@ -231,10 +239,12 @@ class ChatSession:
                       delay: float) -> bool:
         """Stream a planned turn, then end it the way the fault says."""
         updates = turn.updates[:turn.cut] if fault in ("drop", "stall", "close7") else turn.updates
+        if fault == "drop_start":
+            updates = []
         if not (await self._send_all(turn.prelude, delay) and await self._think(think)
                 and await self._send_all(updates, delay)):
             return False
-        if fault == "drop":
+        if fault in ("drop", "drop_start"):
             self.we_closed = True
             self.ws.transport.abort()
             return False

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
+from .faults import ACCOUNT_FLAGS, account_fault, cookie_flags
 from .httpserver import HttpReply
 from .state import new_conversation
 
@@ -55,16 +56,30 @@ def _json(payload: dict[str, Any], headers: list[tuple[str, str]] | None = None)
 
 
 async def handle_create(emu: BingEmulator, cookie: str) -> HttpReply:
-    """Answer one create request (its Cookie header given), applying the current create fault."""
+    """Answer one create request (its Cookie header given).
+
+    The account's cookie flags come first (`emulate=expired` answers UnauthorizedRequest and
+    consumes no fault use), then an explicit create fault, then `create_failure_rate` (HTTP 500).
+    """
     emu.create_count += 1
+    flags = cookie_flags(cookie)
+    refused = account_fault(flags, creating=True)
+    if refused is not None:
+        value, message = ACCOUNT_FLAGS[refused]
+        log.debug("create: the account's emulate=%s cookie refuses it with %s", refused, value)
+        emu.fault_counts[f"create:account:{refused}"] += 1
+        return _json({"result": {"value": value, "message": message}})
     fault = emu.faults.take_create()
+    if fault is None:
+        fault = emu.faults.roll_create(emu.random)
     if fault is not None:
         log.debug("create: applying fault %s", fault)
+        emu.fault_counts[f"create:{fault}"] += 1
     if fault == "slow":
         await emu.sleep(emu.faults.slow_seconds)
     elif fault is not None:
         return _faulty(fault)
-    return _success(emu, cookie)
+    return _success(emu, cookie, flags)
 
 
 def _signature_headers(encrypted: str, signature: str) -> list[tuple[str, str]]:
@@ -73,11 +88,12 @@ def _signature_headers(encrypted: str, signature: str) -> list[tuple[str, str]]:
             ("X-Sydney-Conversationsignature", signature)]
 
 
-def _success(emu: BingEmulator, cookies: str) -> HttpReply:
-    """Register a conversation and answer with its ids and signature headers."""
+def _success(emu: BingEmulator, cookies: str, flags: frozenset[str]) -> HttpReply:
+    """Register a conversation (remembering the account flags) and answer with its ids and
+    signature headers."""
     signed_in = any(part.strip().startswith("_U=") and len(part.strip()) > 3
                     for part in cookies.split(";"))
-    conv = new_conversation(signed_in)
+    conv = new_conversation(signed_in, flags)
     emu.add_conversation(conv)
     log.debug("create: conversation registered (signed_in=%s)", signed_in)
     body = {"conversationId": conv.conversation_id, "clientId": conv.client_id,

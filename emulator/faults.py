@@ -1,8 +1,9 @@
-"""Fault switches and per-request prompt directives for the Bing emulator."""
+"""Fault switches, fault rates, per-account cookie flags and per-request prompt directives."""
 
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 from dataclasses import dataclass, field
@@ -28,11 +29,20 @@ ERROR_FAULTS: dict[str, tuple[str, str]] = {
 
 #: Chat faults that change how the answer is streamed.
 STREAM_FAULTS: frozenset[str] = frozenset({
-    "drop", "stall", "stall_start", "close7", "close7_start", "retract", "apology_start",
-    "disengaged", "turn_limit", "no_final", "restart", "shrink", "empty_message",
+    "drop", "drop_start", "stall", "stall_start", "close7", "close7_start", "retract",
+    "apology_start", "disengaged", "turn_limit", "no_final", "restart", "shrink", "empty_message",
 })
 
 CHAT_FAULTS: frozenset[str] = frozenset(ERROR_FAULTS) | STREAM_FAULTS
+
+#: Per-account behaviour, switched on by an `emulate=FLAG[,FLAG...]` cookie: the flag, then what
+#: Bing answers (create for `expired`, every chat for all three; the first flag listed here wins).
+ACCOUNT_FLAGS: dict[str, tuple[str, str]] = {
+    "expired": ERROR_FAULTS["unauthorized"],
+    "captcha": ERROR_FAULTS["captcha"],
+    "throttled": ERROR_FAULTS["throttled"],
+}
+RATES: tuple[str, ...] = ("create_failure_rate", "drop_rate", "drop_before_text_rate")
 
 _DIRECTIVE = re.compile(r"emulate:([A-Za-z_][A-Za-z0-9_]*)(?:=(\S+))?")
 _TRAILING = ".,;:!?)]}'\"`"
@@ -47,23 +57,47 @@ class Faults:
     upgrade: int | None = None
     times: int | None = None
     slow_seconds: float = 30.0
+    create_failure_rate: float = 0.0  # share of creates answered HTTP 500 (transient)
+    drop_rate: float = 0.0  # share of chats whose TCP connection is aborted after some text
+    drop_before_text_rate: float = 0.0  # share of chats aborted before any answer text
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        """Reject unknown fault names at assignment time."""
+        """Reject unknown fault names and rates outside [0, 1] at assignment time."""
         if name == "create" and value is not None and value not in CREATE_FAULTS:
             raise ValueError(f"unknown create fault {value!r}; known: {sorted(CREATE_FAULTS)}")
         if name == "chat" and value is not None and value not in CHAT_FAULTS:
             raise ValueError(f"unknown chat fault {value!r}; known: {sorted(CHAT_FAULTS)}")
+        if name in RATES:
+            value = float(value)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, not {value!r}")
         object.__setattr__(self, name, value)
 
     def clear(self) -> None:
-        """Switch every fault off."""
+        """Switch every fault off, the rates included."""
         with self._lock:
             self.create = None
             self.chat = None
             self.upgrade = None
             self.times = None
+            for name in RATES:
+                setattr(self, name, 0.0)
+
+    def roll_create(self, rng: random.Random) -> str | None:
+        """`http500` for this share of creates (create_failure_rate), else None."""
+        rate = self.create_failure_rate
+        return "http500" if rate > 0.0 and rng.random() < rate else None
+
+    def roll_chat(self, rng: random.Random) -> str | None:
+        """`drop_start` or `drop` for their shares of chats (one draw), else None."""
+        before, after = self.drop_before_text_rate, self.drop_rate
+        if before <= 0.0 and after <= 0.0:
+            return None
+        draw = rng.random()
+        if draw < before:
+            return "drop_start"
+        return "drop" if draw < before + after else None
 
     def take_create(self) -> str | None:
         """Return the create fault for this request, consuming one use."""
@@ -137,6 +171,34 @@ def _apply(found: Directives, name: str, raw: str) -> None:
         found.fault = name
     else:
         log.warning("ignoring unknown emulate directive %r", name)
+
+
+def cookie_flags(cookie: str) -> frozenset[str]:
+    """The account flags in a Cookie header: every `emulate=a,b` cookie; unknown flags ignored."""
+    found: set[str] = set()
+    for part in cookie.split(";"):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() != "emulate":
+            continue
+        for flag in value.strip().strip('"').split(","):
+            flag = flag.strip().lower()
+            if flag in ACCOUNT_FLAGS:
+                found.add(flag)
+            elif flag:
+                log.warning("ignoring unknown emulate cookie flag %r", flag)
+    return frozenset(found)
+
+
+def account_fault(flags: frozenset[str], *, creating: bool = False) -> str | None:
+    """The cookie flag that decides Bing's answer for this account, or None when healthy.
+
+    Create only fails for `expired`; a chat fails for any flag (`expired` before `captcha` before
+    `throttled`, as Bing checks the cookies first). ACCOUNT_FLAGS[flag] is Bing's (value, message).
+    """
+    for flag in ACCOUNT_FLAGS:
+        if flag in flags and (flag == "expired" or not creating):
+            return flag
+    return None
 
 
 def strip_directives(text: str) -> str:

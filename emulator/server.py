@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, MutableSequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,7 +23,7 @@ from websockets.http11 import Request, Response
 
 from .chathub import ChatSession
 from .create import CREATE_PATHS, HTML, handle_create, to_response
-from .faults import Faults
+from .faults import Faults, cookie_flags
 from .httpserver import IDLE_TIMEOUT, HttpReply, HttpRequest, KeepAliveServer
 from .state import ConnectionRecord, Conversation
 
@@ -41,13 +42,15 @@ class BingEmulator:
                  conversation_ttl: float = 6 * 3600.0, words: int = 40,
                  words_per_update: int = 4, update_delay: float = 0.002, think: float = 0.0,
                  ping_interval: float = 5.0, close_wait: float = 5.0,
-                 slow_seconds: float = 30.0, keep_records: int | None = None) -> None:
+                 slow_seconds: float = 30.0, keep_records: int | None = None,
+                 seed: int | None = None) -> None:
         """Configure the emulator; nothing listens until start().
 
         `port` is the ChatHub websocket port and `http_port` the keep-alive create/stats port
         (0 = any free port). `keep_records` caps `chat_requests`, `connections` and
         `conversations` to the newest N entries (None keeps everything, as tests need); the
-        counters keep counting regardless.
+        counters keep counting regardless. `seed` seeds `random`, which draws the fault rates
+        (`faults.create_failure_rate` etc.), so a run's sequence of draws is reproducible.
         """
         if keep_records is not None and keep_records < 1:
             raise ValueError("keep_records must be at least 1 (or None)")
@@ -62,6 +65,7 @@ class BingEmulator:
         self.update_delay, self.think = update_delay, think
         self.ping_interval, self.close_wait = ping_interval, close_wait
         self.faults = Faults(slow_seconds=slow_seconds)
+        self.random = random.Random(seed)
         self.keep_records = keep_records
         self.create_count = 0
         self.chat_count = 0
@@ -69,6 +73,8 @@ class BingEmulator:
         self.connection_count = 0
         self.http_connections = 0  # TCP connections accepted on http_port
         self.http_requests = 0  # requests answered on http_port
+        #: Faults applied so far, by `create:NAME` / `chat:NAME` (`...:account:FLAG` for flags).
+        self.fault_counts: Counter[str] = Counter()
         self.chat_requests: MutableSequence[dict[str, Any]] = _history(keep_records)
         self.connections: MutableSequence[ConnectionRecord] = _history(keep_records)
         self.conversations: dict[str, Conversation] = {}
@@ -247,7 +253,8 @@ class BingEmulator:
         """Run a ChatHub session on an accepted websocket."""
         query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
         tokens = query.get("sec_access_token")
-        record = ConnectionRecord(token=tokens[0] if tokens else None)
+        cookie = "; ".join(ws.request.headers.get_all("Cookie")) if ws.request else ""
+        record = ConnectionRecord(token=tokens[0] if tokens else None, flags=cookie_flags(cookie))
         self.connections.append(record)
         self.connection_count += 1
         await ChatSession(self, ws, record).run()

@@ -21,6 +21,7 @@ class Conversation:
     created_at: float = field(default_factory=time.time)
     turns: int = 0
     disengaged: bool = False
+    flags: frozenset[str] = frozenset()  # the account's `emulate=` cookie flags at create
 
 
 @dataclass
@@ -37,9 +38,10 @@ class ConnectionRecord:
     handshake_done: bool = False
     chats: int = 0
     token: str | None = None
+    flags: frozenset[str] = frozenset()  # `emulate=` cookie flags on the websocket upgrade
 
 
-def new_conversation(signed_in: bool) -> Conversation:
+def new_conversation(signed_in: bool, flags: frozenset[str] = frozenset()) -> Conversation:
     """Create a conversation with fresh Bing-shaped ids and signatures."""
     realm = "BingProd" if signed_in else "BingProdUnAuthenticatedUsers"
     return Conversation(
@@ -48,6 +50,7 @@ def new_conversation(signed_in: bool) -> Conversation:
         encrypted_signature=_token_with_specials(),
         signature=_token_with_specials(),
         signed_in=signed_in,
+        flags=flags,
     )
 
 

@@ -1,9 +1,11 @@
 """The one exception tree of the service; `apis/errors.py` turns it into OpenAI error envelopes.
 
 ProxyError
-├── InvalidRequest (400)             ── ContextLengthExceeded (400)
+├── InvalidRequest (400)             ── ContextLengthExceeded (400), PayloadTooLarge (413)
 ├── InvalidApiKey (401)
 ├── ModelNotFound (404)
+├── ServiceRateLimited (429)         this service's own RATE_LIMIT_PER_MINUTE, not Bing's quota
+├── ServerShuttingDown (503)         the grace period after SIGTERM ran out
 └── UpstreamError
     ├── UpstreamRateLimited (429)    throttled account, create 404 after many creates
     ├── UpstreamCaptcha (503)        a human must solve a captcha
@@ -86,6 +88,26 @@ class ModelNotFound(ProxyError):
     status_code = 404
     error_type = "invalid_request_error"
     default_code = "model_not_found"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+    default_code = "request_too_large"
+
+
+class ServiceRateLimited(ProxyError):
+    """This proxy's own per-key limit (RATE_LIMIT_PER_MINUTE); never confused with Bing's quota."""
+
+    status_code = 429
+    error_type = "requests"
+    default_code = "rate_limit_exceeded"
+
+
+class ServerShuttingDown(ProxyError):
+    """The service is stopping and the request outlived SHUTDOWN_GRACE_SECONDS."""
+
+    status_code = 503
+    default_code = "server_shutting_down"
 
 
 class UpstreamError(ProxyError):

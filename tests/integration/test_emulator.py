@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import random
 import re
 import socket
 import time
@@ -20,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 from websockets.sync.client import ClientConnection, connect
 
 from emulator import CHAT_FAULTS, CREATE_FAULTS, BingEmulator, EmulatorThread
+from emulator.faults import cookie_flags
 
 RS = "\x1e"
 HANDSHAKE = '{"protocol":"json","version":1}' + RS
@@ -107,10 +109,13 @@ def chat_arg(s: Session, text: str, tone: str = "Precise", search: bool = True) 
     }
 
 
-def open_ws(emu: BingEmulator, token: str, handshake: bool = True) -> ClientConnection:
-    """Open the ChatHub socket with a URL-encoded token, optionally doing the handshake."""
+def open_ws(emu: BingEmulator, token: str, handshake: bool = True,
+            cookie: str | None = None) -> ClientConnection:
+    """Open the ChatHub socket with a URL-encoded token (and a Cookie header if given),
+    optionally doing the handshake."""
+    headers = {"Cookie": cookie} if cookie is not None else None
     ws = connect(f"{emu.chathub_url}?sec_access_token={quote(token, safe='')}",
-                 open_timeout=5, max_size=None, legacy=True)
+                 open_timeout=5, max_size=None, legacy=True, additional_headers=headers)
     if handshake:
         ws.send(HANDSHAKE)
         assert ws.recv(timeout=5) == "{}" + RS
@@ -153,6 +158,15 @@ def ask(emu: BingEmulator, text: str, search: bool = True, s: Session | None = N
     with open_ws(emu, s.token) as ws:
         send_chat(ws, chat_arg(s, text, search=search))
         return read_turn(ws)
+
+
+def read_until_closed(ws: ClientConnection) -> tuple[list[dict[str, Any]], ConnectionClosed]:
+    """Read records until the socket closes; return them and how it closed."""
+    records: list[dict[str, Any]] = []
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            records += recv_records(ws)
+    return records, closed.value
 
 
 def flat(messages: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -485,6 +499,166 @@ def test_fault_names_are_validated(emu: BingEmulator) -> None:
     with pytest.raises(ValueError):
         emu.faults.chat = "no_such_fault"
     assert "drop" in CHAT_FAULTS and "html" in CREATE_FAULTS
+
+
+# ---------------------------------------------------------------- fault rates
+
+def test_rates_are_validated_and_cleared(emu: BingEmulator) -> None:
+    for name in ("create_failure_rate", "drop_rate", "drop_before_text_rate"):
+        with pytest.raises(ValueError):
+            setattr(emu.faults, name, 1.5)
+        with pytest.raises(ValueError):
+            setattr(emu.faults, name, -0.1)
+        setattr(emu.faults, name, 0.25)
+    emu.clear_faults()
+    assert (emu.faults.create_failure_rate, emu.faults.drop_rate,
+            emu.faults.drop_before_text_rate) == (0.0, 0.0, 0.0)
+
+
+def test_seed_makes_the_draws_reproducible() -> None:
+    assert BingEmulator(seed=7).random.random() == BingEmulator(seed=7).random.random()
+    assert BingEmulator(seed=7).random.random() != BingEmulator(seed=8).random.random()
+
+
+def create_outcomes(emu: BingEmulator, n: int) -> list[int]:
+    """Statuses of N creates over one kept-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", emu.http_port, timeout=5)
+    try:
+        return [create_on(conn).status for _ in range(n)]
+    finally:
+        conn.close()
+
+
+def test_create_failure_rate_answers_http_500_for_its_share(emu: BingEmulator) -> None:
+    emu.faults.create_failure_rate = 0.25
+    emu.random.seed(1234)
+    counted = emu.fault_counts["create:http500"]
+    first = create_outcomes(emu, 200)
+    assert set(first) == {200, 500} and 25 <= first.count(500) <= 75
+    assert emu.fault_counts["create:http500"] == counted + first.count(500)
+    emu.random.seed(1234)
+    assert create_outcomes(emu, 200) == first  # the same seed, the same failures
+    emu.faults.create_failure_rate = 1.0
+    assert create_outcomes(emu, 3) == [500] * 3
+    emu.faults.create, emu.faults.times = "html", 1  # a switched fault wins over the rate
+    assert create(emu).headers["content-type"].startswith("text/html")
+    emu.faults.create_failure_rate = 0.0
+    assert create_outcomes(emu, 3) == [200] * 3
+
+
+def test_drop_rate_aborts_after_some_text(emu: BingEmulator) -> None:
+    emu.faults.drop_rate = 1.0
+    s = new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, "hi"))
+        records, closed = read_until_closed(ws)
+    assert isinstance(closed, ConnectionClosedError) and closed.rcvd is None
+    texts, record = bot_texts(records), emu.connections[-1]
+    assert texts and not any(r.get("type") == 2 for r in records)
+    assert len(texts[-1]) < len(record.answer_text) and record.fault == "drop"
+    assert emu.wait_for(lambda: record.closed_at is not None, 2) and not record.completed
+
+
+def test_drop_before_text_rate_aborts_before_any_text(emu: BingEmulator) -> None:
+    emu.faults.drop_before_text_rate = 1.0
+    s = new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, "hi"))
+        records, closed = read_until_closed(ws)
+    assert isinstance(closed, ConnectionClosedError) and closed.rcvd is None
+    assert records and not bot_texts(records)  # the search prelude came, no answer text
+    assert not any(r.get("type") == 2 for r in records)
+    assert emu.connections[-1].fault == "drop_start" and emu.connections[-1].sent_text == ""
+
+
+def test_drop_start_is_also_a_directive(emu: BingEmulator) -> None:
+    s = new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, "hi emulate:drop_start"))
+        records, closed = read_until_closed(ws)
+    assert closed.rcvd is None and not bot_texts(records)
+
+
+def test_drop_rates_share_one_draw_and_spare_decided_chats(emu: BingEmulator) -> None:
+    emu.faults.drop_rate = emu.faults.drop_before_text_rate = 0.5  # every chat drops somehow
+    emu.random.seed(99)
+    expected = ["drop_start" if random.Random(99).random() < 0.5 else "drop"]
+    s = new_session(emu)
+    with open_ws(emu, s.token) as ws:
+        send_chat(ws, chat_arg(s, "hi"))
+        read_until_closed(ws)
+    assert [emu.connections[-1].fault] == expected
+    # a directive decides its chat: no draw, no drop
+    assert final_item(flat(ask(emu, "emulate:throttled hi")))["result"]["value"] == "Throttled"
+    assert emu.connections[-1].fault == "throttled"
+
+
+# ---------------------------------------------------------------- account cookie flags
+
+def test_cookie_flags_are_parsed_from_the_cookie_header() -> None:
+    assert cookie_flags("_U=x; emulate=throttled") == {"throttled"}
+    assert cookie_flags('a=1;emulate="Captcha, expired" ;emulate=bogus') == {"captcha", "expired"}
+    assert cookie_flags("_U=emulate=throttled; xemulate=captcha; emulate") == frozenset()
+
+
+def test_expired_account_cannot_create(emu: BingEmulator) -> None:
+    before, counted = emu.create_count, emu.fault_counts["create:account:expired"]
+    emu.faults.create, emu.faults.times = "http500", 1
+    created = create(emu, cookie="_U=y; emulate=expired")
+    assert created.status == 200
+    result = created.json()["result"]
+    assert result["value"] == "UnauthorizedRequest" and result["message"]
+    assert "x-sydney-encryptedconversationsignature" not in created.headers
+    assert emu.create_count == before + 1
+    assert emu.fault_counts["create:account:expired"] == counted + 1
+    assert emu.faults.create == "http500"  # the account's flag consumed no fault use
+    assert create(emu).status == 500
+
+
+@pytest.mark.parametrize(("flag", "value"), [("throttled", "Throttled"),
+                                             ("captcha", "CaptchaChallenge")])
+def test_flagged_account_creates_but_every_chat_fails(emu: BingEmulator, flag: str,
+                                                      value: str) -> None:
+    s = new_session(emu, cookie=f"_U=x; emulate={flag}")  # the socket below sends no cookie
+    conversation = emu.conversations[s.conversation_id]
+    assert conversation.flags == {flag} and conversation.signed_in
+    emu.faults.chat, emu.faults.times = "drop", 1
+    counted = emu.fault_counts[f"chat:account:{flag}"]
+    for _ in range(2):
+        messages = ask(emu, "hi", s=s)
+        assert len(messages) == 1 and [r["type"] for r in messages[0]] == [2, 3]
+        result = messages[0][0]["item"]["result"]
+        assert result["value"] == result["error"] == value and result["message"]
+        assert emu.connections[-1].fault == f"account:{flag}"
+    assert emu.faults.chat == "drop"  # flags outrank switches and consume no use
+    assert emu.fault_counts[f"chat:account:{flag}"] == counted + 2
+    emu.clear_faults()
+    assert final_item(flat(ask(emu, "hi")))["result"]["value"] == "Success"  # others unaffected
+
+
+@pytest.mark.parametrize(("flag", "value"), [("throttled", "Throttled"),
+                                             ("captcha", "CaptchaChallenge"),
+                                             ("expired", "UnauthorizedRequest")])
+def test_flags_on_the_websocket_cookie_are_honoured(emu: BingEmulator, flag: str,
+                                                    value: str) -> None:
+    s = new_session(emu, cookie="_U=abc")
+    with open_ws(emu, s.token, cookie=f"_U=abc; emulate={flag}") as ws:
+        send_chat(ws, chat_arg(s, "hi"))
+        assert final_item(flat(read_turn(ws)))["result"]["value"] == value
+    assert emu.connections[-1].flags == {flag}
+    with open_ws(emu, s.token, cookie="_U=abc") as ws:  # the conversation itself is fine
+        send_chat(ws, chat_arg(s, "hi emulate:words=5"))
+        assert final_item(flat(read_turn(ws)))["result"]["value"] == "Success"
+
+
+def test_expired_outranks_captcha_outranks_throttled(emu: BingEmulator) -> None:
+    s = new_session(emu, cookie="_U=x; emulate=throttled")
+    with open_ws(emu, s.token, cookie="_U=x; emulate=captcha") as ws:
+        send_chat(ws, chat_arg(s, "hi"))
+        assert final_item(flat(read_turn(ws)))["result"]["value"] == "CaptchaChallenge"
+    with open_ws(emu, s.token, cookie="_U=x; emulate=expired,throttled") as ws:
+        send_chat(ws, chat_arg(s, "hi"))
+        assert final_item(flat(read_turn(ws)))["result"]["value"] == "UnauthorizedRequest"
 
 
 # ---------------------------------------------------------------- stats and record caps

@@ -102,3 +102,17 @@ def test_reload_keeps_state_of_unchanged_accounts() -> None:
     assert pool.get("a") is a and pool.get("a").state is AccountState.NEEDS_CAPTCHA  # type: ignore[union-attr]
     assert [x.name for x in added] == ["b", "c"] and removed == [b]
     assert pool.get("b").state is AccountState.HEALTHY  # type: ignore[union-attr]
+
+
+def test_busy_accounts_are_not_reported_as_cooling_down() -> None:
+    healthy, throttled = Account("a", "1"), Account("b", "2")
+    record_outcome(throttled, UpstreamRateLimited("t", headers={"Retry-After": "3600"}), time.time())
+    error = AccountPool([healthy, throttled], 1).unavailable_error()
+    assert error.status == 429 and error.headers == {"Retry-After": "1"} and "busy" in error.message
+
+
+def test_thread_key_survives_unencodable_input() -> None:
+    from conversations.threads import thread_key
+
+    broken = [{"role": "user", "content": "\ud800"}]
+    assert thread_key("s", "m", broken) != thread_key("s", "m", broken)

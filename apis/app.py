@@ -75,7 +75,7 @@ def lifespan(settings: Settings):  # type: ignore[no-untyped-def]
 def open_upstream(settings: Settings, http: httpx.AsyncClient) -> Upstream:
     """Accounts (from BING_COOKIES or the accounts file, which must parse), their warm pools, the store."""
     source = AccountSource(settings.bing_cookies, settings.bing_cookies_file)
-    accounts = AccountPool(source.load(), settings.account_concurrency)
+    accounts = AccountPool(source.load(), settings.account_concurrency, settings.account_max_rest)
     watcher = AccountWatcher(source, accounts) if settings.bing_cookies_file else None
     store = MemoryStore(settings.conversation_store_size, settings.conversation_store_ttl)
     upstream = Upstream(settings, http, store, accounts, watcher)
@@ -102,5 +102,6 @@ async def start_demo(stack: AsyncExitStack, settings: Settings) -> Settings:
             "bing_chathub_url": emulator.chathub_url,
             "bing_cookies": "",
             "bing_proxy": None,
+            "account_max_rest": 3.0,  # a fault tried in the demo must not bench its only account
         }
     )

@@ -108,9 +108,10 @@ def retry_seconds(error: UpstreamError) -> float:
 class AccountPool:
     """Hands out usable accounts (least used first, within a per-account concurrency cap)."""
 
-    def __init__(self, accounts: Iterable[Account], concurrency: int) -> None:
+    def __init__(self, accounts: Iterable[Account], concurrency: int, max_rest: float = 0.0) -> None:
         self.accounts: dict[str, Account] = {a.name: a for a in accounts}
         self.concurrency = max(concurrency, 1)
+        self.max_rest = max_rest
         self._freed = asyncio.Condition()
 
     def __len__(self) -> int:
@@ -145,7 +146,7 @@ class AccountPool:
 
     async def release(self, account: Account, error: UpstreamError | None) -> None:
         """Give the slot back and record the outcome of the turn on its account."""
-        record_outcome(account, error, time.time())
+        record_outcome(account, error, time.time(), self.max_rest)
         async with self._freed:
             account.in_flight = max(account.in_flight - 1, 0)
             self._freed.notify_all()
@@ -206,8 +207,9 @@ class AccountPool:
         return True
 
 
-def record_outcome(account: Account, error: UpstreamError | None, now: float) -> None:
-    """Healthy after a success; the error's state (and how long it lasts) after a failure."""
+def record_outcome(account: Account, error: UpstreamError | None, now: float, max_rest: float = 0.0) -> None:
+    """Healthy after a success; the error's state (and how long it lasts, capped by `max_rest` when
+    that is set) after a failure."""
     if error is None:
         account.state, account.until = AccountState.HEALTHY, 0.0
         return
@@ -218,7 +220,7 @@ def record_outcome(account: Account, error: UpstreamError | None, now: float) ->
         return  # transient: says nothing about the account
     account.state = state
     lasts = retry_seconds(error) if state is AccountState.COOLING_DOWN else REPROBE_AFTER[state]
-    account.until = now + lasts
+    account.until = now + (min(lasts, max_rest) if max_rest > 0 else lasts)
 
 
 def error_for_state(state: AccountState, retry_after: str, total: int) -> UpstreamError:

@@ -237,7 +237,7 @@ def start_warm_pool(upstream: Upstream, account: Account) -> None:
         try:
             return await create_session(upstream, account.cookies)
         except UpstreamError as exc:
-            record_outcome(account, exc, time.time())
+            record_outcome(account, exc, time.time(), upstream.accounts.max_rest)
             raise
 
     account.pool = WarmPool(create_ahead, settings.warm_pool_size, settings.warm_pool_max_age)

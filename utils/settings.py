@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     max_messages: int = 500
     rate_limit_per_minute: int = 0  # per API key (or per client address when keys are off); 0 = off
     account_concurrency: int = 4
+    account_max_rest: float = 0.0  # cap on how long a bad account rests before a probe; 0 = no cap
     failover_attempts: int = 3
     shutdown_grace_seconds: float = 10.0
     log_prompts: bool = False

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
+import pytest
 
 from tests.conftest import openai_client
 from tests.e2e.helpers import user
@@ -50,8 +52,13 @@ def test_demo_mode_serves_the_emulator_end_to_end() -> None:
                 for c in client.chat.completions.create(model="creative", messages=user("hi"), stream=True)
             )
             whole = client.chat.completions.create(model="precise", messages=user("hi"))
+            with pytest.raises(openai.RateLimitError):
+                client.chat.completions.create(model="precise", messages=user("emulate:throttled hi"))
+            time.sleep(3.2)  # the demo's only account rests 3 s, not an hour
+            after = client.chat.completions.create(model="precise", messages=user("hi again"))
         assert "emulator, not from Bing" in streamed
         assert "emulator, not from Bing" in (whole.choices[0].message.content or "")
+        assert after.choices[0].finish_reason == "stop"
     finally:
         process.terminate()
         process.wait(10)

@@ -116,3 +116,9 @@ def test_thread_key_survives_unencodable_input() -> None:
 
     broken = [{"role": "user", "content": "\ud800"}]
     assert thread_key("s", "m", broken) != thread_key("s", "m", broken)
+
+
+def test_rest_can_be_capped() -> None:
+    account, now = Account("a", "1"), time.time()
+    record_outcome(account, UpstreamCaptcha("c"), now, max_rest=3)
+    assert account.until == pytest.approx(now + 3)

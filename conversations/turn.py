@@ -341,14 +341,15 @@ async def read_answer(
                 if clock.upstream_ping_due(time.monotonic()):
                     await socket.send(PING)
                 continue
-            clock.saw(time.monotonic())
+            arrived = time.monotonic()
+            clock.saw(arrived)
             state, out = await apply_message(socket, state, raw)
         except UpstreamError as exc:
             raise (interrupted(exc) if state.emitted else exc) from exc
         for event in out:
             if isinstance(event, UpstreamFailure):
                 raise event.error
-            clock.saw(time.monotonic(), event)
+            clock.saw(arrived, event)
             yield event
 
 

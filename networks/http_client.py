@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -47,8 +48,15 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
         timeout=timeout,
         proxy=pick_proxy(settings.bing_create_url, settings),
         trust_env=False,
+        cookies=never_stored_cookies(),
         limits=httpx.Limits(max_connections=CREATE_CONNECTIONS, max_keepalive_connections=CREATE_CONNECTIONS),
     )
+
+
+def never_stored_cookies() -> CookieJar:
+    """A jar that refuses every cookie: the client is shared by all accounts, so one answer's
+    Set-Cookie must never ride along with another account's request (each sends its own header)."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 async def create_conversation(http: httpx.AsyncClient, settings: Settings, cookies: str) -> SessionIds:
@@ -64,7 +72,6 @@ async def create_conversation(http: httpx.AsyncClient, settings: Settings, cooki
         raise UpstreamUnreachable(
             f"Could not reach Bing to create a conversation ({type(exc).__name__})."
         ) from exc
-    http.cookies.clear()  # never let one response's Set-Cookie leak into the next request
     return read_create_response(response)
 
 

@@ -93,3 +93,20 @@ def test_search_chatter_is_not_requested(emulator: BingEmulator) -> None:
     allowed = emulator.chat_requests[-1]["allowedMessageTypes"]
     assert "InternalSearchQuery" in allowed and "Chat" in allowed
     assert "InternalSearchResult" not in allowed and "InternalLoaderMessage" not in allowed
+
+
+def test_the_shared_client_never_keeps_a_set_cookie(emulator: BingEmulator) -> None:
+    import httpx
+
+    from networks.http_client import never_stored_cookies
+
+    def bing(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Set-Cookie": "_U=other-account; Domain=.bing.com; Path=/"})
+
+    async def twice() -> httpx.Request:
+        transport = httpx.MockTransport(bing)
+        async with httpx.AsyncClient(transport=transport, cookies=never_stored_cookies()) as http:
+            await http.get("https://www.bing.com/turing/conversation/create")
+            return (await http.get("https://www.bing.com/turing/conversation/create")).request
+
+    assert "cookie" not in run(twice()).headers

@@ -15,12 +15,16 @@ from apis.health import HealthRecord
 from apis.limits import RequestLimits
 from apis.middleware import NormalizePath
 from apis.routes import openai_router, service_router
+from apis.shared_limits import SharedRateLimiter
 from apis.shutdown import Draining
 from conversations.account_file import AccountSource, AccountWatcher
-from conversations.accounts import AccountPool
-from conversations.threads import MemoryStore
+from conversations.accounts import Account, AccountPool
+from conversations.shared_accounts import SharedAccountPool
+from conversations.shared_store import RedisStore
+from conversations.threads import ConversationStore, MemoryStore
 from conversations.turn import Upstream, start_warm_pool
 from networks.http_client import make_http_client
+from utils.redis_client import SharedRedis
 from utils.settings import Settings, get_settings
 
 PREFIXES = ("/v1", "", "/api", "/api/v1")
@@ -62,8 +66,11 @@ def lifespan(settings: Settings):  # type: ignore[no-untyped-def]
         async with AsyncExitStack() as stack:
             live = await start_demo(stack, settings) if settings.demo else settings
             http = await stack.enter_async_context(make_http_client(live))
-            upstream = open_upstream(live, http)
+            shared = await open_shared(stack, live)
+            upstream = open_upstream(live, http, shared)
             stack.push_async_callback(stop_warm_pools, upstream)
+            app.state.shared = shared
+            app.state.shared_limiter = SharedRateLimiter(shared) if shared is not None else None
             app.state.settings = live
             app.state.upstream = upstream
             app.state.health = HealthRecord()
@@ -72,16 +79,39 @@ def lifespan(settings: Settings):  # type: ignore[no-untyped-def]
     return run
 
 
-def open_upstream(settings: Settings, http: httpx.AsyncClient) -> Upstream:
-    """Accounts (from BING_COOKIES or the accounts file, which must parse), their warm pools, the store."""
+def open_upstream(settings: Settings, http: httpx.AsyncClient, shared: SharedRedis | None = None) -> Upstream:
+    """Accounts (from BING_COOKIES or the accounts file, which must parse), their warm pools, the store;
+    shared through Redis when `shared` is given (REDIS_URL), else in this process."""
     source = AccountSource(settings.bing_cookies, settings.bing_cookies_file)
-    accounts = AccountPool(source.load(), settings.account_concurrency, settings.account_max_rest)
+    accounts = open_accounts(settings, source.load(), shared)
     watcher = AccountWatcher(source, accounts) if settings.bing_cookies_file else None
-    store = MemoryStore(settings.conversation_store_size, settings.conversation_store_ttl)
+    store: ConversationStore = MemoryStore(settings.conversation_store_size, settings.conversation_store_ttl)
+    if shared is not None:
+        store = RedisStore(shared, settings.conversation_store_size, settings.conversation_store_ttl)
     upstream = Upstream(settings, http, store, accounts, watcher)
     for account in accounts.accounts.values():
         start_warm_pool(upstream, account)
     return upstream
+
+
+def open_accounts(settings: Settings, accounts: list[Account], shared: SharedRedis | None) -> AccountPool:
+    """The account pool: in-process, or with health and concurrency shared through Redis."""
+    if shared is None:
+        return AccountPool(accounts, settings.account_concurrency, settings.account_max_rest)
+    lease = settings.account_lease_seconds
+    pool = SharedAccountPool(accounts, settings.account_concurrency, shared, lease, settings.account_max_rest)
+    pool.start()
+    return pool
+
+
+async def open_shared(stack: AsyncExitStack, settings: Settings) -> SharedRedis | None:
+    """The Redis connection when REDIS_URL is set (down at start is fine: it is probed until it answers)."""
+    if not settings.redis_url:
+        return None
+    shared = SharedRedis(settings)
+    stack.push_async_callback(shared.close)
+    await shared.start()
+    return shared
 
 
 async def stop_warm_pools(upstream: Upstream) -> None:
@@ -89,6 +119,8 @@ async def stop_warm_pools(upstream: Upstream) -> None:
     for account in upstream.accounts.accounts.values():
         if account.pool is not None:
             await account.pool.stop()
+    if isinstance(upstream.accounts, SharedAccountPool):
+        await upstream.accounts.stop()
 
 
 async def start_demo(stack: AsyncExitStack, settings: Settings) -> Settings:

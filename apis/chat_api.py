@@ -11,20 +11,43 @@ import uvicorn
 
 from apis.app import create_app
 from utils.logging import setup_logging
-from utils.settings import get_settings
+from utils.settings import Settings, get_settings
 
 log = logging.getLogger("apis.chat_api")
 GRACE_MARGIN_SECONDS = 3
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line: host, port, reload, demo."""
+    """The command line: host, port, reload, demo, workers."""
     parser = argparse.ArgumentParser(prog="python -m apis.chat_api", description=__doc__)
     parser.add_argument("-s", "--server", "--host", dest="host", default="0.0.0.0", help="address to bind")
     parser.add_argument("-p", "--port", type=int, default=22222, help="port to listen on")
     parser.add_argument("--reload", action="store_true", help="restart on code changes (development)")
     parser.add_argument("--demo", action="store_true", help="answer from the built-in Bing emulator")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes; more than 1 needs REDIS_URL (shared state)"
+    )
     return parser.parse_args(argv)
+
+
+def workers_problem(args: argparse.Namespace, settings: Settings) -> str | None:
+    """Why the requested worker count cannot run, or None."""
+    if args.workers < 1:
+        return "--workers must be at least 1."
+    if args.workers == 1:
+        return None
+    if not settings.redis_url:
+        return (
+            f"--workers {args.workers} needs shared state: set REDIS_URL (for example "
+            "redis://127.0.0.1:6379/0). Without it, each worker would keep its own conversations, "
+            "account health and rate limits: a chat's next turn would start over on another worker, "
+            "and an account one worker found throttled would be tried again by the others."
+        )
+    if args.demo or settings.demo:
+        return "--workers cannot be combined with the demo (each worker would run its own emulator)."
+    if args.reload:
+        return "--workers cannot be combined with --reload."
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -32,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     settings = get_settings()
     setup_logging(settings.log_level)
+    problem = workers_problem(args, settings)
+    if problem is not None:
+        log.error("%s", problem)
+        raise SystemExit(2)
     if args.demo:
         settings = settings.model_copy(update={"demo": True})
         log.info("demo mode: answers come from the built-in Bing emulator, not from Bing")
@@ -46,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.demo:
             log.info("with --reload, set DEMO=1 in the environment for demo mode")
         uvicorn.run("apis.app:create_app", factory=True, reload=True, **common)
+    elif args.workers > 1:  # each worker builds its app from the environment, sharing state in Redis
+        log.info("starting %d workers sharing state through Redis", args.workers)
+        uvicorn.run("apis.app:create_app", factory=True, workers=args.workers, **common)
     else:
         uvicorn.run(create_app(settings), **common)
 

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from conversations.accounts import AccountPool
+from utils.redis_client import SharedRedis
 from utils.settings import Settings
 
 
@@ -30,14 +31,24 @@ class HealthRecord:
 
 
 def health_report(
-    settings: Settings, record: HealthRecord, version: str, accounts: AccountPool
+    settings: Settings,
+    record: HealthRecord,
+    version: str,
+    accounts: AccountPool,
+    shared: SharedRedis | None = None,
 ) -> dict[str, Any]:
-    """The /health body: `ok` while some account can serve, `degraded` when none can."""
+    """The /health body: `ok` while some account can serve (and Redis answers, when configured),
+    `degraded` otherwise, with the reasons."""
     views = accounts.public_view()
     states = Counter(view["state"] for view in views)
     usable = sum(1 for view in views if view["usable"])
+    reasons = [] if usable else ["no account can serve"]
+    if shared is not None and not shared.up:
+        reasons.append(f"redis unreachable ({shared.reason}): fresh conversations and local state only")
     return {
-        "status": "ok" if usable else "degraded",
+        "status": "degraded" if reasons else "ok",
+        "reasons": reasons,
+        "shared_state": shared.status() if shared is not None else {"backend": "memory"},
         "version": version,
         "upstream": {
             "create_host": urlsplit(settings.bing_create_url).netloc,

@@ -6,6 +6,7 @@ middleware so browsers can read the envelope.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apis.auth import supplied_key
 from utils.errors import PayloadTooLarge, ProxyError, ServiceRateLimited
+from utils.redis_client import SharedStateDown
 from utils.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,7 @@ class RequestLimits:
             await send_error(scope, receive, send, too_large(limit))
             return
         if scope["method"] == "POST" and scope["path"].endswith("/chat/completions"):
-            refusal = self.rate_limit(scope, settings)
+            refusal = await self.rate_limit(scope, settings)
             if refusal is not None:
                 await send_error(scope, receive, send, refusal)
                 return
@@ -120,7 +122,7 @@ class RequestLimits:
         else:
             await self.app(scope, receive, send)
 
-    def rate_limit(self, scope: Scope, settings: Settings) -> ServiceRateLimited | None:
+    async def rate_limit(self, scope: Scope, settings: Settings) -> ServiceRateLimited | None:
         """The 429 for a caller over RATE_LIMIT_PER_MINUTE, or None (also when the limit is off)."""
         per_minute = settings.rate_limit_per_minute
         if per_minute <= 0:
@@ -136,8 +138,7 @@ class RequestLimits:
         else:
             client = scope.get("client")
             caller, per = b"addr\x00" + (client[0] if client else "").encode(), "client address"
-        digest = hashlib.blake2b(caller, key=self.salt, digest_size=16).digest()
-        wait = self.limiter.take(digest)
+        wait = await self.take_token(scope, caller, per_minute)
         if wait is None:
             return None
         retry_after = max(1, math.ceil(wait))
@@ -153,6 +154,18 @@ class RequestLimits:
                 "x-ratelimit-reset-requests": f"{retry_after}s",
             },
         )
+
+
+    async def take_token(self, scope: Scope, caller: bytes, per_minute: int) -> float | None:
+        """One token from the caller's bucket: shared through Redis when the app has it (and Redis
+        answers), else this process's own."""
+        shared = getattr(getattr(scope.get("app"), "state", None), "shared_limiter", None)
+        if shared is not None:
+            with contextlib.suppress(SharedStateDown):
+                wait: float | None = await shared.take(caller, per_minute)
+                return wait
+        assert self.limiter is not None
+        return self.limiter.take(hashlib.blake2b(caller, key=self.salt, digest_size=16).digest())
 
 
 def declared_length(scope: Scope) -> int:

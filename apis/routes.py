@@ -72,7 +72,9 @@ async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
 async def health(request: Request) -> dict[str, Any]:
     """Liveness plus the upstream in use and its latest outcome."""
     upstream: Upstream = request.app.state.upstream
-    return health_report(upstream.settings, request.app.state.health, __version__, upstream.accounts)
+    await upstream.accounts.sync()
+    state = request.app.state
+    return health_report(upstream.settings, state.health, __version__, upstream.accounts, state.shared)
 
 
 @service_router.get("/v1/accounts", dependencies=[Depends(require_admin_key)])
@@ -80,6 +82,7 @@ async def list_accounts(request: Request) -> dict[str, Any]:
     """Each account's name, state, last error, uses and cooldown (never its cookies); needs ADMIN_KEY."""
     upstream: Upstream = request.app.state.upstream
     await upstream.refresh_accounts()
+    await upstream.accounts.sync()
     return {"object": "list", "data": upstream.accounts.public_view()}
 
 

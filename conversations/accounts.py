@@ -121,6 +121,9 @@ class AccountPool:
         """The account called `name`, if it is still configured."""
         return self.accounts.get(name)
 
+    async def sync(self) -> None:
+        """Adopt account health shared by other instances (nothing to do in one process)."""
+
     def any_usable(self) -> bool:
         """True when at least one account can serve now."""
         now = time.time()

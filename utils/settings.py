@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     warm_pool_size: int = 1
     warm_pool_max_age: float = 3600.0
 
+    # Shared state for several workers or replicas (utils/redis_client.py); unset = in-process memory.
+    redis_url: Annotated[str | None, Field(repr=False)] = None  # may carry a password
+    redis_connect_timeout: float = 0.5
+    redis_socket_timeout: float = 0.5
+    redis_probe_seconds: float = 1.0  # how often Redis is pinged (and re-tried while it is down)
+    redis_key_prefix: str = "bingchat:"
+    account_lease_seconds: float = 30.0  # a crashed instance's turn slots free themselves after this
+
     log_level: str = "INFO"
     # Serve answers from the built-in Bing emulator instead of Bing (also `--demo`).
     demo: bool = False

@@ -1,0 +1,263 @@
+"""The account pool shared through Redis: one view of account health, one cap on turns per account.
+
+Every instance (worker or replica) reads the same accounts. In Redis, each account has:
+
+- a health record (state, until when, last error code, when it changed): an account that one
+  instance finds throttled, expired or blocked is skipped by all of them, and its re-probe time is
+  the same everywhere;
+- a set of turn leases: ACCOUNT_CONCURRENCY counts turns across all instances. A lease expires
+  after ACCOUNT_LEASE_SECONDS unless its instance renews it (every third of that), so a crashed
+  instance cannot keep slots.
+
+Choosing an account and taking its lease is one Lua script (one round trip). The account key is a
+salted hash of its name and cookie digest; cookies never go to Redis. While Redis is unreachable,
+the in-process pool (`AccountPool`) decides alone, and its failures stay local.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from conversations.accounts import Account, AccountPool, AccountState, state_for
+from utils.errors import UpstreamError
+from utils.redis_client import SharedRedis, SharedStateDown
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.05  # how often a request waiting for a busy account looks again
+HEALTH_KEEP_SECONDS = 86400.0  # a health record outlives its `until` by this much
+
+# KEYS: n lease sets, then n health records. ARGV: limit, lease ttl (ms), lease id, now (s).
+# Returns {chosen index (0 = none), 1 if some account is usable, health record of each}.
+CLAIM = """
+local n = #KEYS / 2
+local limit, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local best, fewest, usable = 0, limit, 0
+local records = {}
+for i = 1, n do
+  local record = redis.call('GET', KEYS[n + i])
+  records[i] = record or ''
+  local ok = true
+  if record then
+    local health = cjson.decode(record)
+    ok = health['state'] == 'healthy' or now >= tonumber(health['until'])
+  end
+  if ok then
+    usable = 1
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ms)
+    local busy = redis.call('ZCARD', KEYS[i])
+    if busy < fewest then best, fewest = i, busy end
+  end
+end
+if best > 0 then
+  redis.call('ZADD', KEYS[best], ms + ttl, ARGV[3])
+  redis.call('PEXPIRE', KEYS[best], ttl * 2)
+end
+return {best, usable, unpack(records)}
+"""
+
+# KEYS: lease sets; ARGV: ttl (ms), then one lease id per key.
+RENEW = """
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', ms + ttl, ARGV[i + 1])
+  redis.call('PEXPIRE', KEYS[i], ttl * 2)
+end
+return #KEYS
+"""
+
+
+class SharedAccountPool(AccountPool):
+    """An `AccountPool` whose health and concurrency are shared through Redis."""
+
+    def __init__(
+        self,
+        accounts: Iterable[Account],
+        concurrency: int,
+        shared: SharedRedis,
+        lease_seconds: float,
+        max_rest: float = 0.0,
+    ) -> None:
+        super().__init__(accounts, concurrency, max_rest)
+        self.shared = shared
+        self.lease_ms = max(int(lease_seconds * 1000), 1000)
+        self.instance = uuid.uuid4().hex[:12]
+        self._serial = itertools.count()
+        self._leases: dict[str, list[tuple[str, str]]] = {}  # account name -> (lease set, lease id)
+        self._changed: dict[str, float] = {}  # account name -> when this instance last changed its state
+        self._claim = shared.client.register_script(CLAIM)
+        self._renew = shared.client.register_script(RENEW)
+        self._renewer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin renewing this instance's leases in the background."""
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_forever(), name="lease-renewer")
+
+    async def stop(self) -> None:
+        """Stop renewing (leases then expire on their own)."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
+
+    async def acquire(self, exclude: set[str], wait: float, name: str | None = None) -> Account | None:
+        """As `AccountPool.acquire`, with health and slots shared across instances."""
+        deadline = time.monotonic() + wait
+        while True:
+            candidates = self._configured(exclude, name)
+            if not candidates:
+                return None
+            try:
+                chosen, usable = await self._claim_one(candidates)
+            except SharedStateDown:
+                return await super().acquire(exclude, max(deadline - time.monotonic(), 0.0), name)
+            if chosen is not None:
+                chosen.in_flight += 1
+                chosen.uses += 1
+                return chosen
+            if not usable or not await self._pause(deadline):
+                return None
+
+    async def release(self, account: Account, error: UpstreamError | None) -> None:
+        """Free the slot (here and in Redis) and share the outcome when it changed the account."""
+        was = account.state
+        lease = self._pop_lease(account.name)
+        await super().release(account, error)
+        changed = (error is not None and state_for(error) is not None) or (
+            error is None and was is not AccountState.HEALTHY
+        )
+        if changed:
+            self._changed[account.name] = time.time()
+        if lease is None and not changed:
+            return
+        with contextlib.suppress(SharedStateDown):
+            await self.shared.run(lambda r: self._settle(r, account, lease, changed))
+
+    async def sync(self) -> None:
+        """Adopt the shared health of every account (for /health and the operator view)."""
+        accounts = list(self.accounts.values())
+        if not accounts:
+            return
+        keys = [self._key("health", a) for a in accounts]
+        with contextlib.suppress(SharedStateDown):
+            records = await self.shared.run(lambda r: r.mget(keys))
+            for account, record in zip(accounts, records, strict=True):
+                self._adopt(account, record)
+
+    def _configured(self, exclude: set[str], name: str | None) -> list[Account]:
+        """The accounts to consider, by configuration only: their health is read in Redis."""
+        if name is not None:
+            account = self.accounts.get(name)
+            return [account] if account is not None else []
+        ordered = [a for a in self.accounts.values() if a.name not in exclude]
+        return sorted(ordered, key=lambda a: (a.in_flight, a.uses))
+
+    async def _claim_one(self, candidates: list[Account]) -> tuple[Account | None, bool]:
+        """One script: adopt each candidate's shared health, lease the least busy usable one."""
+        lease_id = f"{self.instance}:{next(self._serial)}"
+        slot_keys = [self._key("slots", a) for a in candidates]
+        keys = slot_keys + [self._key("health", a) for a in candidates]
+        args: list[str | int | float] = [self.concurrency, self.lease_ms, lease_id, time.time()]
+        reply = await self.shared.run(lambda r: self._claim(keys=keys, args=args, client=r))
+        chosen, usable, records = int(reply[0]), bool(int(reply[1])), reply[2:]
+        for account, record in zip(candidates, records, strict=True):
+            self._adopt(account, record or None)
+        if chosen == 0:
+            return None, usable
+        account = candidates[chosen - 1]
+        self._leases.setdefault(account.name, []).append((slot_keys[chosen - 1], lease_id))
+        return account, True
+
+    def _adopt(self, account: Account, record: Any) -> None:
+        """Take the shared record unless this instance changed the account more recently."""
+        if not isinstance(record, bytes) or not record:
+            return
+        try:
+            health = orjson.loads(record)
+            state, at = AccountState(health["state"]), float(health["at"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        mine = self._changed.get(account.name, 0.0)
+        if account.state is not AccountState.HEALTHY:  # maybe benched here by its warm pool
+            mine = max(mine, account.last_error_at or 0.0)
+        if at < mine:
+            return
+        account.state, account.until = state, float(health.get("until") or 0.0)
+        if health.get("error"):
+            account.last_error, account.last_error_at = str(health["error"]), health.get("error_at")
+
+    async def _settle(
+        self, client: Any, account: Account, lease: tuple[str, str] | None, changed: bool
+    ) -> None:
+        """Drop the lease and publish the account's new health, in one round trip."""
+        async with client.pipeline(transaction=False) as pipe:
+            if lease is not None:
+                pipe.zrem(lease[0], lease[1])
+            if changed:
+                keep = max(account.until - time.time(), 0.0) + HEALTH_KEEP_SECONDS
+                pipe.set(self._key("health", account), health_record(account), px=int(keep * 1000))
+            await pipe.execute()
+
+    def _pop_lease(self, name: str) -> tuple[str, str] | None:
+        held = self._leases.get(name)
+        if not held:
+            return None
+        lease = held.pop()
+        if not held:
+            del self._leases[name]
+        return lease
+
+    def _key(self, kind: str, account: Account) -> str:
+        return self.shared.key(f"account-{kind}", f"{account.name}\x00{account.fingerprint}")
+
+    async def _pause(self, deadline: float) -> bool:
+        """Wait for a local release or a short poll tick; False once the deadline has passed."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        async with self._freed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, POLL_SECONDS)):
+                    await self._freed.wait()
+        return True
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            with contextlib.suppress(SharedStateDown):
+                await self.renew()
+
+    async def renew(self) -> None:
+        """Push back the expiry of every lease this instance holds (raises SharedStateDown)."""
+        held = [lease for leases in self._leases.values() for lease in leases]
+        if held:
+            keys = [k for k, _ in held]
+            args: list[str | int] = [self.lease_ms, *(i for _, i in held)]
+            await self.shared.run(lambda r: self._renew(keys=keys, args=args, client=r))
+
+
+def health_record(account: Account) -> bytes:
+    """What Redis keeps about an account's health: its state and error code, never its cookies."""
+    return orjson.dumps(
+        {
+            "state": account.state.value,
+            "until": account.until,
+            "error": account.last_error,
+            "error_at": account.last_error_at,
+            "at": time.time(),
+        }
+    )

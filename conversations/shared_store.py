@@ -30,20 +30,19 @@ redis.call('ZREM', KEYS[2], KEYS[1])
 return value
 """
 
-# KEYS: the entry, the index. ARGV: the value, ttl (ms), max entries.
+# KEYS: the entry, the index (ordered by a put counter), the counter. ARGV: the value, ttl (ms), max entries.
+# Index members whose entry expired are the oldest (one TTL for all), so they are dropped first.
 PUT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-redis.call('ZADD', KEYS[2], now, KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), KEYS[1])
 local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
 if extra > 0 then
   local oldest = redis.call('ZPOPMIN', KEYS[2], extra)
   for i = 1, #oldest, 2 do redis.call('DEL', oldest[i]) end
 end
 redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
 return 1
 """
 
@@ -76,7 +75,7 @@ class RedisStore:
         try:
             await self.shared.run(
                 lambda r: self._put(
-                    keys=[self.shared.key("thread", key), self.index],
+                    keys=[self.shared.key("thread", key), self.index, f"{self.index}:serial"],
                     args=[value, ttl_ms, self.max_entries],
                     client=r,
                 )

@@ -1,0 +1,123 @@
+"""The Redis-backed pieces on their own against a real redis-server: leases, the store, fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from conversations.accounts import Account
+from conversations.shared_accounts import SharedAccountPool
+from conversations.shared_store import RedisStore, decode_thread, encode_thread
+from conversations.threads import ChatThread
+from networks.http_client import SessionIds
+from tests.redis_server import RedisServer, free_port
+from utils.redis_client import SharedRedis, SharedStateDown, describe
+from utils.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@asynccontextmanager
+async def shared(url: str, prefix: str, **overrides: Any) -> AsyncIterator[SharedRedis]:
+    values: dict[str, Any] = {"redis_url": url, "redis_key_prefix": prefix, "redis_probe_seconds": 0.1}
+    values.update(overrides)
+    connection = SharedRedis(Settings(_env_file=None, **values))
+    await connection.start()
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+def thread(name: str = "a", turns: int = 1) -> ChatThread:
+    return ChatThread(SessionIds(f"conv-{name}", "client", "token+/=", "sig"), turns, 30, 1.0e9, "acct", "f" * 16)
+
+
+def prefix() -> str:
+    return f"unit-{uuid.uuid4().hex[:8]}:"
+
+
+def test_a_lease_of_a_crashed_instance_expires_and_a_live_one_is_renewed(redis_url: str) -> None:
+    async def scenario() -> None:
+        key = prefix()
+        async with shared(redis_url, key) as one, shared(redis_url, key) as two:
+            crashed = SharedAccountPool([Account("only", "_U=x")], 1, one, lease_seconds=1.0)
+            other = SharedAccountPool([Account("only", "_U=x")], 1, two, lease_seconds=1.0)
+            assert await crashed.acquire(set(), 0.0) is not None  # never released, never renewed
+            assert await other.acquire(set(), 0.2) is None
+            assert await other.acquire(set(), 2.0) is not None  # the lease ran out
+            other.start()  # renewed every third of a second: it outlives its 1 s lease
+            await asyncio.sleep(1.5)
+            assert await crashed.acquire(set(), 0.0) is None
+            await other.release(other.accounts["only"], None)
+            assert await crashed.acquire(set(), 0.5) is not None
+            await other.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_store_takes_once_and_keeps_its_bound_and_ttl(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with shared(redis_url, prefix()) as connection:
+            store = RedisStore(connection, max_entries=3, ttl=60)
+            for index in range(5):
+                await store.put(f"key-{index}", thread(str(index)))
+            assert [await store.take(f"key-{i}") is not None for i in range(5)] == [False, False, True, True, True]
+            assert await store.take("key-4") is None  # taken, not read
+            short = RedisStore(connection, max_entries=3, ttl=0.2)
+            await short.put("brief", thread())
+            await asyncio.sleep(0.35)
+            assert await short.take("brief") is None
+            raw = await connection.client.keys(f"{connection.prefix}*")
+            assert not any(b"key-" in name or b"conv-" in name for name in raw)  # hashed key names
+
+    asyncio.run(scenario())
+
+
+def test_without_redis_everything_falls_back_to_this_process() -> None:
+    async def scenario() -> None:
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        async with shared(url, prefix(), redis_connect_timeout=0.2) as connection:
+            assert connection.status()["status"] == "unreachable"
+            with pytest.raises(SharedStateDown):
+                await connection.run(lambda r: r.ping())
+            store = RedisStore(connection, max_entries=3, ttl=60)
+            await store.put("k", thread())
+            assert await store.take("k") == thread()
+            pool = SharedAccountPool([Account("only", "_U=x")], 1, connection, lease_seconds=1.0)
+            account = await pool.acquire(set(), 0.0)
+            assert account is not None and account.in_flight == 1
+            assert await pool.acquire(set(), 0.0) is None  # the local cap still holds
+            await pool.release(account, None)
+            assert account.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_stored_threads_hold_ids_and_counters_only() -> None:
+    stored = encode_thread(thread())
+    assert decode_thread(stored) == thread()
+    assert decode_thread(b"not json") is None and decode_thread(b"{}") is None
+    assert set(orjson.loads(stored)) == {"c", "i", "t", "s", "n", "l", "at", "a", "f"}
+
+
+def test_outage_reasons_never_carry_credentials() -> None:
+    reason = describe(ConnectionError("cannot reach redis://user:hunter2@10.0.0.5:6379/0"))
+    assert "hunter2" not in reason and reason.startswith("ConnectionError")
+
+
+def test_redis_server_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="redis-server is not installed"):
+        RedisServer(tmp_path)

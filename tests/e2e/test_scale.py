@@ -28,7 +28,10 @@ from tests.servers import ServerThread, service_settings
 
 Messages = list[dict[str, Any]]
 ADMIN = {"Authorization": "Bearer admin-secret"}
-ACCOUNTS = [{"name": "first", "cookies": "_U=first-secret"}, {"name": "second", "cookies": "_U=second-secret"}]
+ACCOUNTS = [
+    {"name": "first", "cookies": "_U=first-secret"},
+    {"name": "second", "cookies": "_U=second-secret"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +101,11 @@ def test_a_chat_alternating_between_instances_costs_one_create(
 def test_users_with_identical_histories_never_share_a_conversation(
     emulator: BingEmulator, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    with instances(emulator, redis_server, tmp_path) as (a, b), openai_client(a) as ca, openai_client(b) as cb:
+    with (
+        instances(emulator, redis_server, tmp_path) as (a, b),
+        openai_client(a) as ca,
+        openai_client(b) as cb,
+    ):
         alice: Messages = []
         turn(ca, alice, "a private question", user="alice")
         alice_id = emulator.chat_requests[-1]["conversationId"]
@@ -115,9 +122,9 @@ def test_users_with_identical_histories_never_share_a_conversation(
             history = [*alice, {"role": "user", "content": "again"}]
             pair = [AsyncOpenAI(base_url=f"{u}/v1", api_key="sk-test", max_retries=0) for u in (a, b)]
             try:
-                await asyncio.gather(
-                    *(c.chat.completions.create(model="balanced", messages=history, user="alice") for c in pair)
-                )
+                await asyncio.gather(*(
+                    c.chat.completions.create(model="balanced", messages=history, user="alice") for c in pair
+                ))  # fmt: skip
             finally:
                 await asyncio.gather(*(c.close() for c in pair))
 
@@ -173,12 +180,16 @@ def test_account_concurrency_counts_turns_on_every_instance(
 def test_the_rate_limit_counts_requests_on_every_instance(
     emulator: BingEmulator, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    with instances(emulator, redis_server, tmp_path, rate_limit_per_minute=3, api_keys="sk-test") as (a, b):
-        with openai_client(a) as ca, openai_client(b) as cb:
-            for client in (ca, ca, cb):
-                client.chat.completions.create(model="balanced", messages=user("hi"))
-            with pytest.raises(openai.RateLimitError) as refused:
-                cb.chat.completions.create(model="balanced", messages=user("one too many"))
+    limited = {"rate_limit_per_minute": 3, "api_keys": "sk-test"}
+    with (
+        instances(emulator, redis_server, tmp_path, **limited) as (a, b),
+        openai_client(a) as ca,
+        openai_client(b) as cb,
+    ):
+        for client in (ca, ca, cb):
+            client.chat.completions.create(model="balanced", messages=user("hi"))
+        with pytest.raises(openai.RateLimitError) as refused:
+            cb.chat.completions.create(model="balanced", messages=user("one too many"))
     assert "RATE_LIMIT_PER_MINUTE" in refused.value.message
 
 

@@ -58,7 +58,8 @@ def workers(emulator: BingEmulator, tmp_path: Path) -> Iterator[str]:
             WARM_POOL_SIZE="0",
             LOG_LEVEL="WARNING",
         )
-        argv = [sys.executable, "-m", "apis.chat_api", "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
+        argv = [sys.executable, "-m", "apis.chat_api", "--workers", "2", "--host", "127.0.0.1"]
+        argv += ["--port", str(port)]
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             yield wait_until_serving(f"http://127.0.0.1:{port}", process)

@@ -41,7 +41,8 @@ async def shared(url: str, prefix: str, **overrides: Any) -> AsyncIterator[Share
 
 
 def thread(name: str = "a", turns: int = 1) -> ChatThread:
-    return ChatThread(SessionIds(f"conv-{name}", "client", "token+/=", "sig"), turns, 30, 1.0e9, "acct", "f" * 16)
+    session = SessionIds(f"conv-{name}", "client", "token+/=", "sig")
+    return ChatThread(session, turns, 30, 1.0e9, "acct", "f" * 16)
 
 
 def prefix() -> str:
@@ -73,7 +74,8 @@ def test_the_store_takes_once_and_keeps_its_bound_and_ttl(redis_url: str) -> Non
             store = RedisStore(connection, max_entries=3, ttl=60)
             for index in range(5):
                 await store.put(f"key-{index}", thread(str(index)))
-            assert [await store.take(f"key-{i}") is not None for i in range(5)] == [False, False, True, True, True]
+            kept = [await store.take(f"key-{i}") is not None for i in range(5)]
+            assert kept == [False, False, True, True, True]
             assert await store.take("key-4") is None  # taken, not read
             short = RedisStore(connection, max_entries=3, ttl=0.2)
             await short.put("brief", thread())

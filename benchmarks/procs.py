@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,15 +130,46 @@ def wait_ready(child: Child, port: int, path: str, timeout: float = READY_SECOND
 
 
 @dataclass
+class Services:
+    """One or more service instances, read as one: CPU and RSS are their sums."""
+
+    children: list[Child]
+    name: str = "service"
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of every instance."""
+        return sum(child.cpu_seconds() for child in self.children)
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU time of every instance."""
+        splits = [child.cpu_split() for child in self.children]
+        return sum(u for u, _ in splits), sum(s for _, s in splits)
+
+    def rss(self) -> int:
+        """The instances' resident set sizes, added up."""
+        return sum(child.rss() for child in self.children)
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The end of each instance's log."""
+        return "\n".join(f"[{c.name}]\n{c.log_tail(lines)}" for c in self.children)
+
+
+@dataclass
 class Stack:
-    """The running emulator and service; the emulator serves create and stats (keep-alive) on
-    `emulator_http_port` and the ChatHub websocket on `emulator_port`."""
+    """The running emulator and service instance(s) (plus Redis when they share state); the emulator
+    serves create and stats (keep-alive) on `emulator_http_port` and ChatHub on `emulator_port`."""
 
     emulator: Child
-    service: Child
+    service: Services
     emulator_port: int
-    service_port: int
+    service_ports: list[int]
     emulator_http_port: int
+    redis: Child | None = None
+
+    @property
+    def service_port(self) -> int:
+        """The first instance's port."""
+        return self.service_ports[0]
 
     def emulator_stats(self) -> dict[str, int]:
         """The emulator's counters (GET /_emulator/stats)."""
@@ -161,11 +193,11 @@ def service_env(emulator_port: int, emulator_http_port: int, extra: Mapping[str,
 
 
 @contextlib.contextmanager
-def running_stack(log_dir: Path, extra_env: Mapping[str, str], keep_records: int = 1000
-                  ) -> Iterator[Stack]:
-    """Start the emulator, then the service; stop both (service first) whatever happens."""
+def running_stack(log_dir: Path, extra_env: Mapping[str, str], keep_records: int = 1000,
+                  instances: int = 1, redis: bool = False) -> Iterator[Stack]:
+    """Start the emulator (and Redis), then the service instance(s); stop all whatever happens."""
     with contextlib.ExitStack() as stops:  # every registered stop runs, even if one raises
-        emu_port, emu_http_port, svc_port = free_ports(3)
+        emu_port, emu_http_port, *svc_ports = free_ports(2 + instances)
         emu = start_child("emulator", [sys.executable, "-m", "emulator", "--host", HOST,
                                        "--port", str(emu_port), "--http-port", str(emu_http_port),
                                        "--keep-records", str(keep_records),
@@ -173,9 +205,45 @@ def running_stack(log_dir: Path, extra_env: Mapping[str, str], keep_records: int
                           os.environ, log_dir)
         stops.callback(emu.stop)
         wait_ready(emu, emu_http_port, "/_emulator/stats")
-        svc = start_child("service", [sys.executable, "-m", "apis.chat_api", "--host", HOST,
-                                      "--port", str(svc_port)],
-                          service_env(emu_port, emu_http_port, extra_env), log_dir)
-        stops.callback(svc.stop)
-        wait_ready(svc, svc_port, "/health")
-        yield Stack(emu, svc, emu_port, svc_port, emu_http_port)
+        env = service_env(emu_port, emu_http_port, extra_env)
+        store = None
+        if redis:
+            store, redis_port = start_redis(log_dir)
+            stops.callback(store.stop)
+            env["REDIS_URL"] = f"redis://{HOST}:{redis_port}/0"
+        services = []
+        for index, port in enumerate(svc_ports):
+            name = "service" if instances == 1 else f"service-{index + 1}"
+            svc = start_child(name, [sys.executable, "-m", "apis.chat_api", "--host", HOST,
+                                     "--port", str(port)], env, log_dir)
+            stops.callback(svc.stop)
+            services.append(svc)
+        for svc, port in zip(services, svc_ports, strict=True):
+            wait_ready(svc, port, "/health")
+        yield Stack(emu, Services(services), emu_port, svc_ports, emu_http_port, store)
+
+
+def start_redis(log_dir: Path) -> tuple[Child, int]:
+    """Debian's redis-server on a free loopback port, without persistence, answering PING."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("the scale scenarios need redis-server (apt-get install redis-server)")
+    port = free_port()
+    child = start_child("redis", [binary, "--port", str(port), "--bind", HOST, "--save", "",
+                                  "--appendonly", "no", "--dir", str(log_dir)], os.environ, log_dir)
+    deadline = time.monotonic() + READY_SECONDS
+    while not _redis_answers(port):
+        if not child.alive() or time.monotonic() > deadline:
+            child.stop()
+            raise RuntimeError(f"redis-server did not start:\n{child.log_tail()}")
+        time.sleep(0.05)
+    return child, port
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False

@@ -23,7 +23,7 @@ from types import FrameType
 from benchmarks.load import Budget
 from benchmarks.procs import ROOT, Stack, running_stack
 from benchmarks.report import Results, document, table, target_lines, targets
-from benchmarks.scenarios import Scenario, run_scenario, run_side
+from benchmarks.scenarios import Scenario, Side, run_scenario, run_side
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.md"
 SHORT, LONG = 40, 3000
@@ -39,6 +39,17 @@ def _full() -> list[Scenario]:
         Scenario("chat5", "chat5", SHORT, Budget(10, 1, 25), warmup=1),
         Scenario("soak", "soak", SHORT, Budget(10_000, 50, 120), sides=("proxy",), warmup=50,
                  checkpoint=1000),
+        *_scale(Budget(3000, 50, 25), Budget(10, 1, 25), warmup=50),
+    ]
+
+
+def _scale(short: Budget, chat: Budget, warmup: int = 0) -> list[Scenario]:
+    """What sharing state through Redis costs: one process against two instances and Redis."""
+    proxy: tuple[Side, ...] = ("proxy",)
+    return [
+        Scenario("scale-c50-single", "short", SHORT, short, sides=proxy, warmup=warmup),
+        Scenario("scale-c50-redis", "short", SHORT, short, sides=proxy, warmup=warmup, scaled=True),
+        Scenario("scale-chat5-redis", "chat5", SHORT, chat, sides=proxy, warmup=1, scaled=True),
     ]
 
 
@@ -50,6 +61,7 @@ def _quick() -> list[Scenario]:
         Scenario("long-c1", "long", LONG, Budget(1, 1, 15), timeout=60),
         Scenario("chat5", "chat5", SHORT, Budget(2, 1, 6)),
         Scenario("soak", "soak", SHORT, Budget(500, 50, 6), sides=("proxy",), checkpoint=100),
+        *_scale(Budget(200, 50, 4), Budget(4, 1, 6), warmup=50),
     ]
 
 
@@ -60,6 +72,7 @@ def _smoke() -> list[Scenario]:
         Scenario("long-c1", "long", 300, Budget(1, 1, 5)),
         Scenario("chat5", "chat5", SHORT, Budget(1, 1, 5)),
         Scenario("soak", "soak", SHORT, Budget(20, 4, 4), sides=("proxy",), checkpoint=10),
+        Scenario("scale-chat5-redis", "chat5", SHORT, Budget(1, 1, 5), sides=("proxy",), scaled=True),
     ]
 
 
@@ -76,7 +89,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help="tiny counts and concurrency (what the pytest smoke test runs)")
     parser.set_defaults(mode="full")
     parser.add_argument("--only", action="append", default=[], metavar="SCENARIO",
-                        help="run only this scenario (or group: short, long, chat5, soak); "
+                        help="run only this scenario (or group: short, long, chat5, soak, "
+                             "scale); "
                              "repeatable")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the service (e.g. WARM_POOL_SIZE=4)")
@@ -149,14 +163,27 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def execute(scenarios: list[Scenario], extra: dict[str, str]) -> Results:
-    """Start the processes, run everything, and stop the processes whatever happens."""
+    """Run the one-process scenarios, then the scaled ones (two instances and Redis), each on its
+    own set of processes, stopped whatever happens; results keep the scenarios' order."""
+    results: Results = {}
+    for scaled in (False, True):
+        chosen = [s for s in scenarios if s.scaled is scaled]
+        if chosen:
+            if scaled:
+                print("  [scale] starting two service instances sharing a Redis server", flush=True)
+            results.update(execute_on(chosen, extra, scaled))
+    return {s.name: results[s.name] for s in scenarios}
+
+
+def execute_on(scenarios: list[Scenario], extra: dict[str, str], scaled: bool) -> Results:
+    """Start the processes, run `scenarios`, and stop the processes whatever happens."""
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs, \
-            running_stack(Path(logs), extra) as stack:
+            running_stack(Path(logs), extra, instances=2 if scaled else 1, redis=scaled) as stack:
         try:
             with _runner() as runner:
                 return runner.run(run_all(stack, scenarios))
         except Exception:
-            for child in (stack.service, stack.emulator):
+            for child in (stack.service, stack.emulator, *([stack.redis] if stack.redis else [])):
                 print(f"--- {child.name} log tail ---\n{child.log_tail()}", file=sys.stderr)
             raise
 

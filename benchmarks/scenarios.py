@@ -33,6 +33,7 @@ class Scenario:
     warmup: int = 0
     checkpoint: int = 1000  # soak: read the service's RSS after this many requests
     timeout: float = 60.0
+    scaled: bool = False  # two service instances sharing Redis, requests alternating between them
 
 
 @dataclass
@@ -50,6 +51,8 @@ class SideResult:
     rss_end: int | None = None
     service_sys: float = 0.0  # the kernel part of service_cpu
     checkpoint_at: int = 0
+    redis_cpu: float | None = None  # seconds, when the instances share state through Redis
+    instances: int = 1
 
     def per_request_ms(self, seconds: float) -> float | None:
         """CPU seconds spread over completed requests, in ms."""
@@ -80,21 +83,26 @@ def make_job(stack: Stack, scenario: Scenario, side: Side) -> tuple[Job, list[Pr
         if scenario.kind == "chat5":
             return (lambda w, i: direct.chat([prompt(scenario.words, i, t) for t in range(TURNS)])), []
         return (lambda w, i: direct.ask(prompt(scenario.words, i))), []
-    clients = [ProxyClient(HOST, stack.service_port, scenario.timeout)
+    ports = stack.service_ports
+    # One keep-alive connection per worker and instance; with several instances, a worker's
+    # requests (and a chat's turns) alternate between them.
+    clients = [[ProxyClient(HOST, port, scenario.timeout) for port in ports]
                for _ in range(max(1, scenario.budget.concurrency))]
+    flat = [client for per_worker in clients for client in per_worker]
     if scenario.kind == "chat5":
-        return (lambda w, i: proxy_chat(clients[w], scenario.words, i)), clients
-    return (lambda w, i: clients[w].chat([{"role": "user",
-                                           "content": prompt(scenario.words, i)}])), clients
+        return (lambda w, i: proxy_chat(clients[w], scenario.words, i)), flat
+    return (lambda w, i: clients[w][i % len(ports)].chat(
+        [{"role": "user", "content": prompt(scenario.words, i)}])), flat
 
 
-async def proxy_chat(client: ProxyClient, words: int, index: int) -> Outcome:
-    """A 5-turn chat in the resend-everything style: the full history on every request."""
+async def proxy_chat(clients: list[ProxyClient], words: int, index: int) -> Outcome:
+    """A 5-turn chat in the resend-everything style: the full history on every request, each turn
+    on the next instance when there are several."""
     messages: list[dict[str, str]] = []
     ttfts: list[float] = []
     for turn in range(TURNS):
         messages.append({"role": "user", "content": prompt(words, index, turn)})
-        result = await client.chat(messages)
+        result = await clients[turn % len(clients)].chat(messages)
         if not result.ok:
             return Outcome(ok=False, ttfts=ttfts, requests=TURNS, error=result.error)
         ttfts += result.ttfts
@@ -139,6 +147,7 @@ async def measure(stack: Stack, scenario: Scenario, side: Side, job: Job, label:
     me = psutil.Process()
     before_stats = await settled_stats(stack)
     sys0 = stack.service.cpu_split()[1]
+    redis0 = stack.redis.cpu_seconds() if stack.redis else 0.0
     cpu0 = (stack.service.cpu_seconds(), stack.emulator.cpu_seconds(), _own_cpu(me))
     peak = [stack.service.rss()]
     checkpoint: list[int] = []
@@ -155,13 +164,15 @@ async def measure(stack: Stack, scenario: Scenario, side: Side, job: Job, label:
         await asyncio.gather(sampler, return_exceptions=True)
     cpu1 = (stack.service.cpu_seconds(), stack.emulator.cpu_seconds(), _own_cpu(me))
     sys1 = stack.service.cpu_split()[1]
+    redis_cpu = stack.redis.cpu_seconds() - redis0 if stack.redis else None
     rss_end = stack.service.rss()
     after_stats = await settled_stats(stack) if scenario.kind == "chat5" else stack.emulator_stats()
     return SideResult(side, stats, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[2] - cpu0[2],
                       max(peak[0], rss_end),
                       {k: after_stats[k] - before_stats.get(k, 0) for k in after_stats},
                       checkpoint[0] if checkpoint else None, rss_end, sys1 - sys0,
-                      scenario.checkpoint)
+                      scenario.checkpoint, redis_cpu if side == "proxy" else None,
+                      len(stack.service_ports) if side == "proxy" else 1)
 
 
 def _own_cpu(me: psutil.Process) -> float:

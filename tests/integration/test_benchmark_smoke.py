@@ -23,9 +23,12 @@ def test_benchmark_smoke_produces_a_table_without_errors(tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "| scenario |" in done.stdout
-    for name in ("short-c1", "long-c1", "chat5", "soak"):
+    for name in ("short-c1", "long-c1", "chat5", "soak", "scale-chat5-redis"):
         assert f"| {name} |" in done.stdout
     assert "total errors: 0" in done.stdout
+    scaled = next(line for line in done.stdout.splitlines() if line.startswith("| scale-chat5-redis |"))
+    assert "2 instances sharing Redis" in scaled
+    assert "proxy: creates/chat 1.00" in scaled  # turns alternated between the instances
     assert "Traceback" not in done.stderr
     written = out.read_text("utf-8")
     assert "| scenario |" in written and "## Targets" in written

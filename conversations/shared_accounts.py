@@ -28,11 +28,11 @@ from typing import Any
 import orjson
 
 from conversations.accounts import Account, AccountPool, AccountState, state_for
+from conversations.shared_slots import FreedSlots
 from utils.errors import UpstreamError
 from utils.redis_client import SharedRedis, SharedStateDown
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 0.05  # how often a request waiting for a busy account looks again
 HEALTH_KEEP_SECONDS = 86400.0  # a health record outlives its `until` by this much
 
 # KEYS: n lease sets, then n health records. ARGV: limit, lease ttl (ms), lease id, now (s).
@@ -66,6 +66,16 @@ end
 return {best, usable, unpack(records)}
 """
 
+# KEYS: the lease set, the health record. ARGV: the lease id (or ''), the freed-slot channel, the
+# new health record (or ''), its ttl (ms). Every freed slot is announced: a request may wait for it.
+SETTLE = """
+if ARGV[1] ~= '' and redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('PUBLISH', ARGV[2], '1')
+end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
+return 1
+"""
+
 # KEYS: lease sets; ARGV: ttl (ms), then one lease id per key.
 RENEW = """
 local t = redis.call('TIME')
@@ -97,17 +107,23 @@ class SharedAccountPool(AccountPool):
         self._serial = itertools.count()
         self._leases: dict[str, list[tuple[str, str]]] = {}  # account name -> (lease set, lease id)
         self._changed: dict[str, float] = {}  # account name -> when this instance last changed its state
+        self._keys: dict[tuple[str, str, str], str] = {}
+        self._keys_salt = b""
         self._claim = shared.client.register_script(CLAIM)
         self._renew = shared.client.register_script(RENEW)
+        self._settle_script = shared.client.register_script(SETTLE)
         self._renewer: asyncio.Task[None] | None = None
+        self.slots = FreedSlots(shared)
 
     def start(self) -> None:
-        """Begin renewing this instance's leases in the background."""
+        """Begin renewing this instance's leases and listening for freed slots, in the background."""
+        self.slots.start()
         if self._renewer is None:
             self._renewer = asyncio.create_task(self._renew_forever(), name="lease-renewer")
 
     async def stop(self) -> None:
-        """Stop renewing (leases then expire on their own)."""
+        """Stop renewing (leases then expire on their own) and listening."""
+        await self.slots.stop()
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -121,6 +137,7 @@ class SharedAccountPool(AccountPool):
             candidates = self._configured(exclude, name)
             if not candidates:
                 return None
+            seen = self.slots.generation
             try:
                 chosen, usable = await self._claim_one(candidates)
             except SharedStateDown:
@@ -129,7 +146,7 @@ class SharedAccountPool(AccountPool):
                 chosen.in_flight += 1
                 chosen.uses += 1
                 return chosen
-            if not usable or not await self._pause(deadline):
+            if not usable or not await self.slots.wait(deadline, seen):
                 return None
 
     async def release(self, account: Account, error: UpstreamError | None) -> None:
@@ -203,14 +220,13 @@ class SharedAccountPool(AccountPool):
     async def _settle(
         self, client: Any, account: Account, lease: tuple[str, str] | None, changed: bool
     ) -> None:
-        """Drop the lease and publish the account's new health, in one round trip."""
-        async with client.pipeline(transaction=False) as pipe:
-            if lease is not None:
-                pipe.zrem(lease[0], lease[1])
-            if changed:
-                keep = max(account.until - time.time(), 0.0) + HEALTH_KEEP_SECONDS
-                pipe.set(self._key("health", account), health_record(account), px=int(keep * 1000))
-            await pipe.execute()
+        """Drop the lease and publish the account's new health: one script, one round trip."""
+        slots, lease_id = lease if lease is not None else (self._key("slots", account), "")
+        keep = max(account.until - time.time(), 0.0) + HEALTH_KEEP_SECONDS
+        record = health_record(account) if changed else b""
+        args: list[str | bytes | int] = [lease_id, self.slots.channel, record]
+        args.append(int(keep * 1000))
+        await self._settle_script(keys=[slots, self._key("health", account)], args=args, client=client)
 
     def _pop_lease(self, name: str) -> tuple[str, str] | None:
         held = self._leases.get(name)
@@ -222,18 +238,15 @@ class SharedAccountPool(AccountPool):
         return lease
 
     def _key(self, kind: str, account: Account) -> str:
-        return self.shared.key(f"account-{kind}", f"{account.name}\x00{account.fingerprint}")
-
-    async def _pause(self, deadline: float) -> bool:
-        """Wait for a local release or a short poll tick; False once the deadline has passed."""
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        async with self._freed:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, POLL_SECONDS)):
-                    await self._freed.wait()
-        return True
+        """The account's Redis key of `kind` (cached: hashing on every request is wasted work)."""
+        if self._keys_salt != self.shared.salt:  # Redis restarted empty, with a new salt
+            self._keys.clear()
+            self._keys_salt = self.shared.salt
+        cached = self._keys.get((kind, account.name, account.cookies))
+        if cached is None:
+            cached = self.shared.key(f"account-{kind}", f"{account.name}\x00{account.fingerprint}")
+            self._keys[(kind, account.name, account.cookies)] = cached
+        return cached
 
     async def _renew_forever(self) -> None:
         while True:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from utils.settings import Settings
@@ -46,7 +47,9 @@ class SharedRedis:
             settings.redis_url,
             socket_connect_timeout=settings.redis_connect_timeout,
             socket_timeout=settings.redis_socket_timeout,
-            retry=Retry(NoBackoff(), 0),  # no hidden retries: a failure falls back at once
+            # One retry, for a connection Redis closed while it sat in the pool; none for timeouts,
+            # so a stalled Redis costs one REDIS_SOCKET_TIMEOUT before the fallback.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self.prefix = settings.redis_key_prefix
         self.probe_seconds = max(settings.redis_probe_seconds, 0.05)
@@ -102,6 +105,9 @@ class SharedRedis:
             self.mark_down(RedisError("the shared salt could not be read"))
             return False
         self.salt = salt  # a restarted, empty Redis gets a new salt; every instance adopts it here
+        if not self.up:  # connections pooled before the outage are dead: drop them
+            with contextlib.suppress(*FAILURES):
+                await self.client.connection_pool.disconnect(inuse_connections=False)
         self.mark_up()
         return True
 

@@ -1,0 +1,88 @@
+"""Waking requests that wait for a busy account when another instance frees a slot.
+
+Every release of a slot publishes on one Redis channel (cheap: Redis only forwards it). Each instance
+listens on it and, when requests wait, wakes one per message (the oldest first), which then tries to
+take the slot. A short poll covers what no message announces (a crashed instance's lease running out, a
+message lost while Redis was away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from utils.redis_client import FAILURES, SharedRedis
+
+log = logging.getLogger(__name__)
+FALLBACK_POLL_SECONDS = 0.25
+
+
+class FreedSlots:
+    """A per-instance listener for freed slots, and the waiting room of requests that need one."""
+
+    def __init__(self, shared: SharedRedis) -> None:
+        self.shared = shared
+        self.channel = f"{shared.prefix}slot-freed"
+        self.generation = 0  # counts freed-slot messages: a waiter that saw it move retries at once
+        self.waiting = 0
+        self._freed = asyncio.Condition()
+        self._listener: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin listening in the background."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen_forever(), name="slot-listener")
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+
+    async def wait(self, deadline: float, seen: int) -> bool:
+        """Wait for a freed slot (or a poll tick) unless one was announced since `seen`; False once
+        `deadline` (monotonic) has passed."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        async with self._freed:
+            if self.generation != seen:
+                return True
+            self.waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, FALLBACK_POLL_SECONDS)):
+                        await self._freed.wait()
+            finally:
+                self.waiting -= 1
+        return True
+
+    async def announce(self) -> None:
+        """A slot came free: wake one waiting request, if any."""
+        self.generation += 1
+        if self.waiting:
+            async with self._freed:
+                self._freed.notify(1)
+
+    async def _listen_forever(self) -> None:
+        while True:
+            if not self.shared.up:
+                await asyncio.sleep(self.shared.probe_seconds)
+                continue
+            try:
+                await self._listen()
+            except FAILURES as exc:
+                log.debug("slot listener interrupted (%s)", type(exc).__name__)
+                await asyncio.sleep(self.shared.probe_seconds)
+
+    async def _listen(self) -> None:
+        async with self.shared.client.pubsub() as pubsub:
+            await pubsub.subscribe(self.channel)
+            while self.shared.up:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None:
+                    await self.announce()

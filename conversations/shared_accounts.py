@@ -133,6 +133,7 @@ class SharedAccountPool(AccountPool):
     async def acquire(self, exclude: set[str], wait: float, name: str | None = None) -> Account | None:
         """As `AccountPool.acquire`, with health and slots shared across instances."""
         deadline = time.monotonic() + wait
+        ticket = self.slots.ticket()
         while True:
             candidates = self._configured(exclude, name)
             if not candidates:
@@ -146,7 +147,7 @@ class SharedAccountPool(AccountPool):
                 chosen.in_flight += 1
                 chosen.uses += 1
                 return chosen
-            if not usable or not await self.slots.wait(deadline, seen):
+            if not usable or not await self.slots.wait(deadline, seen, ticket):
                 return None
 
     async def release(self, account: Account, error: UpstreamError | None) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import time
 
@@ -20,15 +22,26 @@ FALLBACK_POLL_SECONDS = 0.25
 
 
 class FreedSlots:
-    """A per-instance listener for freed slots, and the waiting room of requests that need one."""
+    """A per-instance listener for freed slots, and the queue of requests that wait for one.
+
+    Waiters are woken in ticket order, and a woken request that lost the slot to another instance
+    keeps its ticket, so it is first again next time (no starvation under load).
+    """
 
     def __init__(self, shared: SharedRedis) -> None:
         self.shared = shared
         self.channel = f"{shared.prefix}slot-freed"
         self.generation = 0  # counts freed-slot messages: a waiter that saw it move retries at once
-        self.waiting = 0
-        self._freed = asyncio.Condition()
+        self._tickets = itertools.count()
+        self._queue: list[tuple[int, asyncio.Future[None]]] = []  # a heap, by ticket
         self._listener: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def ticket(self) -> int:
+        """A place in the queue, kept across the waits of one request."""
+        return next(self._tickets)
 
     def start(self) -> None:
         """Begin listening in the background."""
@@ -43,30 +56,33 @@ class FreedSlots:
                 await self._listener
             self._listener = None
 
-    async def wait(self, deadline: float, seen: int) -> bool:
+    async def wait(self, deadline: float, seen: int, ticket: int) -> bool:
         """Wait for a freed slot (or a poll tick) unless one was announced since `seen`; False once
         `deadline` (monotonic) has passed."""
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        async with self._freed:
-            if self.generation != seen:
-                return True
-            self.waiting += 1
-            try:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(left, FALLBACK_POLL_SECONDS)):
-                        await self._freed.wait()
-            finally:
-                self.waiting -= 1
+        if self.generation != seen:
+            return True
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (ticket, woken)
+        heapq.heappush(self._queue, entry)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, FALLBACK_POLL_SECONDS)):
+                    await woken
+        finally:
+            if not woken.done():
+                self._queue.remove(entry)
+                heapq.heapify(self._queue)
         return True
 
-    async def announce(self) -> None:
-        """A slot came free: wake one waiting request, if any."""
+    def announce(self) -> None:
+        """A slot came free: wake the waiting request with the oldest ticket, if any."""
         self.generation += 1
-        if self.waiting:
-            async with self._freed:
-                self._freed.notify(1)
+        if self._queue:
+            _, woken = heapq.heappop(self._queue)
+            woken.set_result(None)
 
     async def _listen_forever(self) -> None:
         while True:
@@ -85,4 +101,4 @@ class FreedSlots:
             while self.shared.up:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
-                    await self.announce()
+                    self.announce()

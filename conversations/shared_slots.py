@@ -72,17 +72,20 @@ class FreedSlots:
                 async with asyncio.timeout(min(left, FALLBACK_POLL_SECONDS)):
                     await woken
         finally:
-            if not woken.done():
-                self._queue.remove(entry)
-                heapq.heapify(self._queue)
+            if not woken.done() or woken.cancelled():  # a timeout cancels the future: still queued
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(entry)
+                    heapq.heapify(self._queue)
         return True
 
     def announce(self) -> None:
         """A slot came free: wake the waiting request with the oldest ticket, if any."""
         self.generation += 1
-        if self._queue:
+        while self._queue:
             _, woken = heapq.heappop(self._queue)
-            woken.set_result(None)
+            if not woken.done():
+                woken.set_result(None)
+                return
 
     async def _listen_forever(self) -> None:
         while True:

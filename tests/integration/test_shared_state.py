@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ import pytest
 
 from conversations.accounts import Account
 from conversations.shared_accounts import SharedAccountPool
+from conversations.shared_slots import FreedSlots
 from conversations.shared_store import RedisStore, decode_thread, encode_thread
 from conversations.threads import ChatThread
 from networks.http_client import SessionIds
@@ -123,3 +125,34 @@ def test_redis_server_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(pytest.fail.Exception, match="redis-server is not installed"):
         RedisServer(tmp_path)
+
+
+def test_waiters_are_woken_oldest_ticket_first_and_survive_timeouts() -> None:
+    async def scenario() -> None:
+        slots = FreedSlots(SharedRedis(Settings(_env_file=None, redis_url="redis://127.0.0.1:1/0")))
+        first, second = slots.ticket(), slots.ticket()
+        deadline = time.monotonic() + 5
+        assert await slots.wait(deadline, slots.generation, first)  # a poll tick: nobody announced
+        assert len(slots) == 0
+        woken: list[int] = []
+
+        async def waiter(ticket: int) -> None:
+            await slots.wait(deadline, slots.generation, ticket)
+            woken.append(ticket)
+
+        tasks = [asyncio.create_task(waiter(t)) for t in (second, first)]  # the younger queues first
+        await asyncio.sleep(0.01)
+        slots.announce()
+        await asyncio.sleep(0.01)
+        assert woken == [first]
+        slots.announce()
+        await asyncio.gather(*tasks)
+        assert woken == [first, second]
+        seen = slots.generation
+        slots.announce()  # nobody waits: the next waiter sees it moved and retries at once
+        started = time.monotonic()
+        assert await slots.wait(deadline, seen, slots.ticket())
+        assert time.monotonic() - started < 0.05
+        assert not await slots.wait(time.monotonic() - 1, slots.generation, slots.ticket())
+
+    asyncio.run(scenario())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -91,8 +92,13 @@ def make_job(stack: Stack, scenario: Scenario, side: Side) -> tuple[Job, list[Pr
     flat = [client for per_worker in clients for client in per_worker]
     if scenario.kind == "chat5":
         return (lambda w, i: proxy_chat(clients[w], scenario.words, i)), flat
-    return (lambda w, i: clients[w][i % len(ports)].chat(
-        [{"role": "user", "content": prompt(scenario.words, i)}])), flat
+    sent = [0] * len(clients)  # per worker, so each keep-alive connection is used every other time
+
+    def ask(w: int, i: int) -> Awaitable[Outcome]:
+        sent[w] += 1
+        return clients[w][sent[w] % len(ports)].chat(
+            [{"role": "user", "content": prompt(scenario.words, i)}])
+    return ask, flat
 
 
 async def proxy_chat(clients: list[ProxyClient], words: int, index: int) -> Outcome:

@@ -156,3 +156,11 @@ def test_waiters_are_woken_oldest_ticket_first_and_survive_timeouts() -> None:
         assert not await slots.wait(time.monotonic() - 1, slots.generation, slots.ticket())
 
     asyncio.run(scenario())
+
+
+def test_a_redis_password_never_shows_in_settings_or_health() -> None:
+    settings = Settings(_env_file=None, redis_url="redis://:hunter2@127.0.0.1:1/0")
+    assert "hunter2" not in repr(settings)
+    connection = SharedRedis(settings)
+    connection.mark_down(ConnectionError("redis://:hunter2@127.0.0.1:1/0 refused"))
+    assert "hunter2" not in str(connection.status())

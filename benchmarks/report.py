@@ -50,8 +50,9 @@ def _server_cpu(p: SideResult | None) -> str:
 def _notes(p: SideResult | None, d: SideResult | None) -> str:
     notes: list[str] = []
     if p and p.redis_cpu is not None:
-        notes.append(f"{p.instances} instances sharing Redis (server CPU and RSS are their sums); "
-                     f"Redis CPU {_num(p.per_request_ms(p.redis_cpu), 2)} ms/req")
+        who = (f"{p.instances} instances sharing Redis (server CPU and RSS are their sums)"
+               if p.instances > 1 else "1 instance with its state in Redis")
+        notes.append(f"{who}; Redis CPU {_num(p.per_request_ms(p.redis_cpu), 2)} ms/req")
     if p and p.rss_checkpoint is not None and p.rss_end is not None:
         notes.append(f"service RSS {p.rss_checkpoint / MB:.1f} MB after {p.checkpoint_at:,} "
                      f"requests → {p.rss_end / MB:.1f} MB after {p.stats.units:,}")

@@ -44,12 +44,14 @@ def _full() -> list[Scenario]:
 
 
 def _scale(short: Budget, chat: Budget, warmup: int = 0) -> list[Scenario]:
-    """What sharing state through Redis costs: one process against two instances and Redis."""
+    """What sharing state through Redis costs: one process in memory, one process with its state in
+    Redis (the store's own cost), two instances sharing Redis (requests alternating between them)."""
     proxy: tuple[Side, ...] = ("proxy",)
     return [
         Scenario("scale-c50-single", "short", SHORT, short, sides=proxy, warmup=warmup),
-        Scenario("scale-c50-redis", "short", SHORT, short, sides=proxy, warmup=warmup, scaled=True),
-        Scenario("scale-chat5-redis", "chat5", SHORT, chat, sides=proxy, warmup=1, scaled=True),
+        Scenario("scale-c50-1redis", "short", SHORT, short, sides=proxy, warmup=warmup, shape=(1, True)),
+        Scenario("scale-c50-redis", "short", SHORT, short, sides=proxy, warmup=warmup, shape=(2, True)),
+        Scenario("scale-chat5-redis", "chat5", SHORT, chat, sides=proxy, warmup=1, shape=(2, True)),
     ]
 
 
@@ -72,7 +74,8 @@ def _smoke() -> list[Scenario]:
         Scenario("long-c1", "long", 300, Budget(1, 1, 5)),
         Scenario("chat5", "chat5", SHORT, Budget(1, 1, 5)),
         Scenario("soak", "soak", SHORT, Budget(20, 4, 4), sides=("proxy",), checkpoint=10),
-        Scenario("scale-chat5-redis", "chat5", SHORT, Budget(1, 1, 5), sides=("proxy",), scaled=True),
+        Scenario("scale-chat5-redis", "chat5", SHORT, Budget(1, 1, 5), sides=("proxy",),
+                 shape=(2, True)),
     ]
 
 
@@ -163,22 +166,22 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def execute(scenarios: list[Scenario], extra: dict[str, str]) -> Results:
-    """Run the one-process scenarios, then the scaled ones (two instances and Redis), each on its
-    own set of processes, stopped whatever happens; results keep the scenarios' order."""
+    """Run the scenarios of each shape (the one-process ones first) on their own set of processes,
+    stopped whatever happens; results keep the scenarios' order."""
     results: Results = {}
-    for scaled in (False, True):
-        chosen = [s for s in scenarios if s.scaled is scaled]
-        if chosen:
-            if scaled:
-                print("  [scale] starting two service instances sharing a Redis server", flush=True)
-            results.update(execute_on(chosen, extra, scaled))
+    for shape in sorted({s.shape for s in scenarios}):
+        if shape != (1, False):
+            print(f"  [scale] starting {shape[0]} service instance(s) with their state in Redis",
+                  flush=True)
+        results.update(execute_on([s for s in scenarios if s.shape == shape], extra, shape))
     return {s.name: results[s.name] for s in scenarios}
 
 
-def execute_on(scenarios: list[Scenario], extra: dict[str, str], scaled: bool) -> Results:
+def execute_on(scenarios: list[Scenario], extra: dict[str, str], shape: tuple[int, bool]) -> Results:
     """Start the processes, run `scenarios`, and stop the processes whatever happens."""
+    instances, redis = shape
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs, \
-            running_stack(Path(logs), extra, instances=2 if scaled else 1, redis=scaled) as stack:
+            running_stack(Path(logs), extra, instances=instances, redis=redis) as stack:
         try:
             with _runner() as runner:
                 return runner.run(run_all(stack, scenarios))

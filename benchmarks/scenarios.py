@@ -34,7 +34,8 @@ class Scenario:
     warmup: int = 0
     checkpoint: int = 1000  # soak: read the service's RSS after this many requests
     timeout: float = 60.0
-    scaled: bool = False  # two service instances sharing Redis, requests alternating between them
+    # (service instances, shared through Redis?): with several, requests alternate between them.
+    shape: tuple[int, bool] = (1, False)
 
 
 @dataclass

@@ -34,18 +34,30 @@ from utils.redis_client import SharedRedis, SharedStateDown
 
 log = logging.getLogger(__name__)
 HEALTH_KEEP_SECONDS = 86400.0  # a health record outlives its `until` by this much
+WAITER_STALE_MS = 2000  # a waiting request looks at least every FALLBACK_POLL_SECONDS; gone after this
 
-# KEYS: n lease sets, then n health records. ARGV: limit, lease ttl (ms), lease id, now (s).
-# Returns {chosen index (0 = none), 1 if some account is usable, health record of each}.
+# KEYS: the waiting queue, the waiters' last-seen times, the queue's counter, n lease sets, then n
+# health records. ARGV: limit, lease ttl (ms), lease id, now (s), waiter id, stale (ms).
+# Requests that must wait queue in Redis, in arrival order across all instances: a slot goes to a
+# request only when fewer requests wait ahead of it than slots are free (first come, first served).
+# A waiter not seen for `stale` ms (its instance died) leaves the queue.
+# Returns {chosen index (0 = none), 1 if some account is usable, the place in the queue (0 = none),
+# health record of each}.
 CLAIM = """
-local n = #KEYS / 2
+local queue, alive, counter = KEYS[1], KEYS[2], KEYS[3]
+local n = (#KEYS - 3) / 2
 local limit, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local waiter = ARGV[5]
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local best, fewest, usable = 0, limit, 0
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', ms - tonumber(ARGV[6]))) do
+  redis.call('ZREM', queue, gone)
+  redis.call('ZREM', alive, gone)
+end
+local best, fewest, usable, free = 0, limit, 0, 0
 local records = {}
 for i = 1, n do
-  local record = redis.call('GET', KEYS[n + i])
+  local record = redis.call('GET', KEYS[3 + n + i])
   records[i] = record or ''
   local ok = true
   if record then
@@ -54,16 +66,42 @@ for i = 1, n do
   end
   if ok then
     usable = 1
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ms)
-    local busy = redis.call('ZCARD', KEYS[i])
+    redis.call('ZREMRANGEBYSCORE', KEYS[3 + i], '-inf', ms)
+    local busy = redis.call('ZCARD', KEYS[3 + i])
+    if busy < limit then free = free + limit - busy end
     if busy < fewest then best, fewest = i, busy end
   end
 end
-if best > 0 then
-  redis.call('ZADD', KEYS[best], ms + ttl, ARGV[3])
-  redis.call('PEXPIRE', KEYS[best], ttl * 2)
+local mine = redis.call('ZSCORE', queue, waiter)
+local ahead = redis.call('ZCARD', queue)
+if mine then ahead = redis.call('ZCOUNT', queue, '-inf', '(' .. mine) end
+local place = 0
+if best > 0 and ahead < free then
+  redis.call('ZADD', KEYS[3 + best], ms + ttl, ARGV[3])
+  redis.call('PEXPIRE', KEYS[3 + best], ttl * 2)
+  if mine then
+    redis.call('ZREM', queue, waiter)
+    redis.call('ZREM', alive, waiter)
+  end
+else
+  best = 0
+  if usable == 1 then
+    if not mine then
+      mine = redis.call('INCR', counter)
+      redis.call('ZADD', queue, mine, waiter)
+    end
+    place = tonumber(mine)
+    redis.call('ZADD', alive, ms, waiter)
+    for _, key in ipairs({queue, alive, counter}) do redis.call('PEXPIRE', key, ttl * 2) end
+  end
 end
-return {best, usable, unpack(records)}
+return {best, usable, place, unpack(records)}
+"""
+
+# KEYS: the waiting queue, the waiters' last-seen times. ARGV: the waiter id.
+LEAVE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('ZREM', KEYS[2], ARGV[1])
 """
 
 # KEYS: the lease set, the health record. ARGV: the lease id (or ''), the freed-slot channel, the
@@ -112,6 +150,9 @@ class SharedAccountPool(AccountPool):
         self._claim = shared.client.register_script(CLAIM)
         self._renew = shared.client.register_script(RENEW)
         self._settle_script = shared.client.register_script(SETTLE)
+        self._leave_script = shared.client.register_script(LEAVE)
+        queue = f"{shared.prefix}slot-queue"
+        self._queue_keys = [queue, f"{queue}:seen", f"{queue}:serial"]
         self._renewer: asyncio.Task[None] | None = None
         self.slots = FreedSlots(shared)
 
@@ -133,22 +174,30 @@ class SharedAccountPool(AccountPool):
     async def acquire(self, exclude: set[str], wait: float, name: str | None = None) -> Account | None:
         """As `AccountPool.acquire`, with health and slots shared across instances."""
         deadline = time.monotonic() + wait
-        ticket = self.slots.ticket()
-        while True:
-            candidates = self._configured(exclude, name)
-            if not candidates:
-                return None
-            seen = self.slots.generation
-            try:
-                chosen, usable = await self._claim_one(candidates)
-            except SharedStateDown:
-                return await super().acquire(exclude, max(deadline - time.monotonic(), 0.0), name)
-            if chosen is not None:
-                chosen.in_flight += 1
-                chosen.uses += 1
-                return chosen
-            if not usable or not await self.slots.wait(deadline, seen, ticket):
-                return None
+        waiter = f"{self.instance}:{next(self._serial)}"
+        queued = False
+        try:
+            while True:
+                candidates = self._configured(exclude, name)
+                if not candidates:
+                    return None
+                seen = self.slots.generation
+                try:
+                    chosen, place = await self._claim_one(candidates, waiter)
+                except SharedStateDown:
+                    queued = False  # an unreachable queue forgets its stale waiters by itself
+                    return await super().acquire(exclude, max(deadline - time.monotonic(), 0.0), name)
+                if chosen is not None:
+                    queued = False
+                    chosen.in_flight += 1
+                    chosen.uses += 1
+                    return chosen
+                queued = place > 0  # woken in queue order, the same on every instance
+                if not queued or not await self.slots.wait(deadline, seen, place):
+                    return None
+        finally:
+            if queued:
+                await self._leave(waiter)
 
     async def release(self, account: Account, error: UpstreamError | None) -> None:
         """Free the slot (here and in Redis) and share the outcome when it changed the account."""
@@ -184,21 +233,29 @@ class SharedAccountPool(AccountPool):
         ordered = [a for a in self.accounts.values() if a.name not in exclude]
         return sorted(ordered, key=lambda a: (a.in_flight, a.uses))
 
-    async def _claim_one(self, candidates: list[Account]) -> tuple[Account | None, bool]:
-        """One script: adopt each candidate's shared health, lease the least busy usable one."""
+    async def _claim_one(self, candidates: list[Account], waiter: str) -> tuple[Account | None, int]:
+        """One script: adopt each candidate's shared health, lease the least busy usable one unless
+        others wait ahead (then queue as `waiter`)."""
         lease_id = f"{self.instance}:{next(self._serial)}"
         slot_keys = [self._key("slots", a) for a in candidates]
-        keys = slot_keys + [self._key("health", a) for a in candidates]
+        keys = [*self._queue_keys, *slot_keys, *(self._key("health", a) for a in candidates)]
         args: list[str | int | float] = [self.concurrency, self.lease_ms, lease_id, time.time()]
+        args += [waiter, WAITER_STALE_MS]
         reply = await self.shared.run(lambda r: self._claim(keys=keys, args=args, client=r))
-        chosen, usable, records = int(reply[0]), bool(int(reply[1])), reply[2:]
+        chosen, usable, place, records = int(reply[0]), int(reply[1]), int(reply[2]), reply[3:]
         for account, record in zip(candidates, records, strict=True):
             self._adopt(account, record or None)
         if chosen == 0:
-            return None, usable
+            return None, place if usable else -1
         account = candidates[chosen - 1]
         self._leases.setdefault(account.name, []).append((slot_keys[chosen - 1], lease_id))
-        return account, True
+        return account, 0
+
+    async def _leave(self, waiter: str) -> None:
+        """Leave the waiting queue (a failure here is harmless: stale waiters are dropped)."""
+        keys = self._queue_keys[:2]
+        with contextlib.suppress(SharedStateDown):
+            await self.shared.run(lambda r: self._leave_script(keys=keys, args=[waiter], client=r))
 
     def _adopt(self, account: Account, record: Any) -> None:
         """Take the shared record unless this instance changed the account more recently."""

@@ -24,24 +24,20 @@ FALLBACK_POLL_SECONDS = 0.25
 class FreedSlots:
     """A per-instance listener for freed slots, and the queue of requests that wait for one.
 
-    Waiters are woken in ticket order, and a woken request that lost the slot to another instance
-    keeps its ticket, so it is first again next time (no starvation under load).
+    Waiters are woken in ticket order: their place in the queue shared by all instances (see
+    `shared_accounts.CLAIM`), so the request woken here is the one Redis lets through.
     """
 
     def __init__(self, shared: SharedRedis) -> None:
         self.shared = shared
         self.channel = f"{shared.prefix}slot-freed"
         self.generation = 0  # counts freed-slot messages: a waiter that saw it move retries at once
-        self._tickets = itertools.count()
-        self._queue: list[tuple[int, asyncio.Future[None]]] = []  # a heap, by ticket
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap: ticket, arrival
+        self._arrivals = itertools.count()  # ties (a queue restarted with Redis) never compare futures
         self._listener: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
-
-    def ticket(self) -> int:
-        """A place in the queue, kept across the waits of one request."""
-        return next(self._tickets)
 
     def start(self) -> None:
         """Begin listening in the background."""
@@ -65,7 +61,7 @@ class FreedSlots:
         if self.generation != seen:
             return True
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (ticket, woken)
+        entry = (ticket, next(self._arrivals), woken)
         heapq.heappush(self._queue, entry)
         try:
             with contextlib.suppress(TimeoutError):
@@ -82,7 +78,7 @@ class FreedSlots:
         """A slot came free: wake the waiting request with the oldest ticket, if any."""
         self.generation += 1
         while self._queue:
-            _, woken = heapq.heappop(self._queue)
+            _, _, woken = heapq.heappop(self._queue)
             if not woken.done():
                 woken.set_result(None)
                 return

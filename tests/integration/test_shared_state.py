@@ -130,7 +130,7 @@ def test_redis_server_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 def test_waiters_are_woken_oldest_ticket_first_and_survive_timeouts() -> None:
     async def scenario() -> None:
         slots = FreedSlots(SharedRedis(Settings(_env_file=None, redis_url="redis://127.0.0.1:1/0")))
-        first, second = slots.ticket(), slots.ticket()
+        first, second = 1, 2
         deadline = time.monotonic() + 5
         assert await slots.wait(deadline, slots.generation, first)  # a poll tick: nobody announced
         assert len(slots) == 0
@@ -151,9 +151,9 @@ def test_waiters_are_woken_oldest_ticket_first_and_survive_timeouts() -> None:
         seen = slots.generation
         slots.announce()  # nobody waits: the next waiter sees it moved and retries at once
         started = time.monotonic()
-        assert await slots.wait(deadline, seen, slots.ticket())
+        assert await slots.wait(deadline, seen, 3)
         assert time.monotonic() - started < 0.05
-        assert not await slots.wait(time.monotonic() - 1, slots.generation, slots.ticket())
+        assert not await slots.wait(time.monotonic() - 1, slots.generation, 4)
 
     asyncio.run(scenario())
 
@@ -164,3 +164,24 @@ def test_a_redis_password_never_shows_in_settings_or_health() -> None:
     connection = SharedRedis(settings)
     connection.mark_down(ConnectionError("redis://:hunter2@127.0.0.1:1/0 refused"))
     assert "hunter2" not in str(connection.status())
+
+
+def test_waiting_requests_are_served_in_arrival_order_across_instances(redis_url: str) -> None:
+    async def scenario() -> None:
+        key = prefix()
+        async with shared(redis_url, key) as one, shared(redis_url, key) as two:
+            first = SharedAccountPool([Account("only", "_U=x")], 1, one, lease_seconds=5.0)
+            second = SharedAccountPool([Account("only", "_U=x")], 1, two, lease_seconds=5.0)
+            holder = await first.acquire(set(), 0.0)
+            assert holder is not None
+            waiting = asyncio.create_task(second.acquire(set(), 3.0))  # not listening: polls
+            await asyncio.sleep(0.1)
+            await first.release(holder, None)
+            assert await first.acquire(set(), 0.0) is None  # a newcomer does not jump the queue
+            served = await waiting
+            assert served is not None
+            assert await first.acquire(set(), 0.0) is None  # the slot is the waiter's
+            await second.release(served, None)
+            assert await first.acquire(set(), 0.0) is not None
+
+    asyncio.run(scenario())

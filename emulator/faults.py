@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 CREATE_FAULTS: frozenset[str] = frozenset({
     "unauthorized", "forbidden", "internal", "missing_signature", "missing_ids", "html",
     "http404", "http401", "http500", "redirect_cn", "slow", "empty",
+    # Copilot's /c/api/start only: no /c/api/start (404, so clients fall back to
+    # /c/api/conversations), a Cloudflare challenge page, an `isBlocked` account, HTTP 429.
+    "no_start", "cloudflare", "blocked", "http429",
 })
 
 #: Chat faults answered with a type 2 error record (no messages) and a type 3.
@@ -33,7 +36,14 @@ STREAM_FAULTS: frozenset[str] = frozenset({
     "apology_start", "disengaged", "turn_limit", "no_final", "restart", "shrink", "empty_message",
 })
 
-CHAT_FAULTS: frozenset[str] = frozenset(ERROR_FAULTS) | STREAM_FAULTS
+#: Chat faults of the Copilot socket only (`drop`, `drop_start`, `stall` and `stall_start` apply
+#: there too): an `error` event before / after some text, a hashcash challenge (verified), a
+#: Cloudflare challenge, a close before `done`, a `replaceText` correction, an `imageGenerated`.
+COPILOT_FAULTS: frozenset[str] = frozenset({
+    "error_event", "error_mid", "hashcash", "cloudflare", "no_done", "replace", "image",
+})
+
+CHAT_FAULTS: frozenset[str] = frozenset(ERROR_FAULTS) | STREAM_FAULTS | COPILOT_FAULTS
 
 #: Per-account behaviour, switched on by an `emulate=FLAG[,FLAG...]` cookie: the flag, then what
 #: Bing answers (create for `expired`, every chat for all three; the first flag listed here wins).
@@ -41,6 +51,7 @@ ACCOUNT_FLAGS: dict[str, tuple[str, str]] = {
     "expired": ERROR_FAULTS["unauthorized"],
     "captcha": ERROR_FAULTS["captcha"],
     "throttled": ERROR_FAULTS["throttled"],
+    "blocked": ERROR_FAULTS["forbidden"],
 }
 RATES: tuple[str, ...] = ("create_failure_rate", "drop_rate", "drop_before_text_rate")
 

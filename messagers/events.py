@@ -1,4 +1,9 @@
-"""Typed events: what Bing said (upstream events) and what the client gets told (answer events)."""
+"""Typed events: what Bing said (upstream events) and what the client gets told (answer events).
+
+Answer events are what every upstream (Bing ChatHub, Copilot) yields through the upstream interface
+(`conversations/upstreams.py`): text deltas, reasoning deltas, generated images, the finish (with
+citations and suggested follow-ups), a failure, or a note that the upstream is still working.
+"""
 
 from __future__ import annotations
 
@@ -85,12 +90,36 @@ class ContentDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Reasoning text (Copilot's Think Deeper), never mixed into the content."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image the upstream generated."""
+
+    url: str
+    thumbnail_url: str | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageGenerated:
+    """An image arrived mid-answer (it is also listed again on `Finished.images`)."""
+
+    image: Image
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     reason: str  # "stop" | "content_filter"
-    sources: tuple[Source, ...] = ()
-    suggestions: tuple[str, ...] = ()
+    sources: tuple[Source, ...] = ()  # citations
+    suggestions: tuple[str, ...] = ()  # suggested follow-ups
     queries: tuple[str, ...] = ()
     throttling: Throttling | None = None  # the conversation's turn counters, when Bing sent them
+    images: tuple[Image, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +134,7 @@ class Waiting:
     """Bing is still working and no answer text has come; the stream may open now."""
 
 
-AnswerEvent = ContentDelta | Finished | UpstreamFailure | Waiting
+AnswerEvent = ContentDelta | ReasoningDelta | ImageGenerated | Finished | UpstreamFailure | Waiting
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,10 +250,11 @@ def record_outcome(account: Account, error: UpstreamError | None, now: float, ma
 def error_for_state(state: AccountState, retry_after: str, total: int, upstream: str = BING) -> UpstreamError:
     """What the client hears when no account can serve, by the best account's state."""
     service = "Copilot" if upstream == COPILOT else "Bing"
-    who = f"The {service} account is" if total == 1 else f"All {total} {service} accounts are"
+    kind = "Copilot " if upstream == COPILOT else ""
+    who = f"The {kind}account is" if total == 1 else f"All {total} {kind}accounts are"
     if state is AccountState.COOLING_DOWN:
         return UpstreamRateLimited(
-            f"{who} cooling down after {service} throttled or blocked it; retry in {retry_after} s.",
+            f"{who} cooling down after {service} throttled it; retry in {retry_after} s.",
             headers={"Retry-After": retry_after, "x-should-retry": "false"},
         )
     if state is AccountState.NEEDS_CAPTCHA:
@@ -263,9 +264,8 @@ def error_for_state(state: AccountState, retry_after: str, total: int, upstream:
             headers={"x-should-retry": "false"},
         )
     if state is AccountState.EXPIRED:
-        return UpstreamAuthFailed(
-            f"{who} using credentials {service} rejects: renew them (see GET /v1/accounts)."
-        )
+        what = "credentials" if upstream == COPILOT else "cookies"
+        return UpstreamAuthFailed(f"{who} using {what} {service} rejects: renew them (see GET /v1/accounts).")
     return UpstreamAccountBlocked(f"{who} blocked by {service}.", headers={"x-should-retry": "false"})
 
 

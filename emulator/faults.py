@@ -13,11 +13,12 @@ log = logging.getLogger(__name__)
 
 CREATE_FAULTS: frozenset[str] = frozenset({
     "unauthorized", "forbidden", "internal", "missing_signature", "missing_ids", "html",
-    "http404", "http401", "http500", "redirect_cn", "slow", "empty",
-    # Copilot's /c/api/start only: no /c/api/start (404, so clients fall back to
-    # /c/api/conversations), a Cloudflare challenge page, an `isBlocked` account, HTTP 429.
-    "no_start", "cloudflare", "blocked", "http429",
+    "http404", "http401", "http500", "http429", "redirect_cn", "slow", "empty",
 })
+
+#: Faults of Copilot's /c/api/start only (Bing's create ignores them): no /c/api/start (404, so
+#: clients fall back to /c/api/conversations), a Cloudflare challenge page, an `isBlocked` account.
+COPILOT_START_FAULTS: frozenset[str] = frozenset({"no_start", "cloudflare", "blocked"})
 
 #: Chat faults answered with a type 2 error record (no messages) and a type 3.
 ERROR_FAULTS: dict[str, tuple[str, str]] = {
@@ -75,8 +76,9 @@ class Faults:
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Reject unknown fault names and rates outside [0, 1] at assignment time."""
-        if name == "create" and value is not None and value not in CREATE_FAULTS:
-            raise ValueError(f"unknown create fault {value!r}; known: {sorted(CREATE_FAULTS)}")
+        if name == "create" and value is not None and value not in CREATE_FAULTS | COPILOT_START_FAULTS:
+            known = sorted(CREATE_FAULTS | COPILOT_START_FAULTS)
+            raise ValueError(f"unknown create fault {value!r}; known: {known}")
         if name == "chat" and value is not None and value not in CHAT_FAULTS:
             raise ValueError(f"unknown chat fault {value!r}; known: {sorted(CHAT_FAULTS)}")
         if name in RATES:

@@ -31,10 +31,13 @@ def test_cookies_and_keys_never_show_in_repr() -> None:
 
 def test_nine_models_and_aliases() -> None:
     assert sorted(MODELS) == sorted(
-        ["precise", "balanced", "creative", "precise-offline", "balanced-offline", "creative-offline"]
-        + ["copilot", "copilot-reasoning", "copilot-smart"]
+        [
+            *("precise", "balanced", "creative", "precise-offline", "balanced-offline", "creative-offline"),
+            *("copilot", "copilot-reasoning", "copilot-smart"),
+        ]
     )
-    assert {MODELS[m].mode for m in MODELS if MODELS[m].upstream == "copilot"} == {"chat", "reasoning", "smart"}
+    modes = {MODELS[m].mode for m in MODELS if MODELS[m].upstream == "copilot"}
+    assert modes == {"chat", "reasoning", "smart"}
     assert all(MODELS[m].upstream == "bing" for m in MODELS if not m.startswith("copilot"))
     assert resolve_model("creative-offline", {}, "balanced").search is False
     assert resolve_model("gpt-4", {"gpt-4": "creative"}, "balanced").tone == "Creative"

@@ -135,6 +135,9 @@ def start_success(emu: BingEmulator, path: str, signed_in: bool, flags: frozense
     """Register a conversation; answer with its id and a session cookie."""
     conv = CopilotConversation(secrets.token_urlsafe(16), signed_in, flags)
     emu.copilot_conversations[conv.conversation_id] = conv
+    if emu.keep_records is not None:
+        while len(emu.copilot_conversations) > emu.keep_records:
+            del emu.copilot_conversations[next(iter(emu.copilot_conversations))]
     cookie = f"__Host-copilot-session={secrets.token_hex(8)}; Path=/; Secure; HttpOnly; SameSite=None"
     if path == CONVERSATIONS_PATH:
         body: dict[str, Any] = {"id": conv.conversation_id}

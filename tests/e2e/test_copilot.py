@@ -4,6 +4,7 @@ the error table, reasoning_content, continuation, failover, and the demo."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def test_every_copilot_model_answers(
     content, reasoning, last = ask(cp, model, user(f"hello {model}"), stream)
     assert content == last_answer(emulator) and "emulator" in content
     assert emulator.copilot_chat_requests[-1]["mode"] == mode
-    assert emulator.connections[-1].completed
+    eventually(lambda: emulator.connections[-1].completed)  # the emulator's thread notes it after sending
     extras = last.model_dump()["bing"]
     assert extras["suggestions"] and len(extras["sources"]) == 2  # follow-ups and citations, not in content
     assert "Tell me more" not in content
@@ -326,7 +327,7 @@ def test_when_every_copilot_account_is_blocked_the_client_hears_when_to_retry(
 
 def test_the_demo_serves_copilot_models() -> None:
     with (
-        ServerThread(Settings(_env_file=None, demo=True, warm_pool_size=0)) as url,
+        ServerThread(Settings(_env_file=None, demo=True)) as url,  # warm pools on, Copilot's too
         openai_client(url) as client,
     ):
         for model in ("copilot", "copilot-reasoning", "copilot-smart", "balanced"):
@@ -335,3 +336,27 @@ def test_the_demo_serves_copilot_models() -> None:
         with pytest.raises(openai.APIStatusError) as caught:
             client.chat.completions.create(model="copilot", messages=user("emulate:cloudflare hi"))  # type: ignore[arg-type]
         assert caught.value.status_code == 503
+
+
+def test_copilot_credentials_and_prompts_stay_out_of_logs_and_errors(
+    emulator: BingEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    prompt = "my private copilot question 5519"
+    settings = copilot_settings(emulator, copilot_cookies="__Host-copilot-anon=ANONSECRET")
+    bodies: list[str] = []
+    with ServerThread(settings) as url, openai_client(url) as client:
+        client.chat.completions.create(model="copilot", messages=user(prompt))  # type: ignore[arg-type]
+        for fault in ("http401", "cloudflare"):
+            emulator.faults.create = fault
+            with pytest.raises(openai.APIStatusError) as caught:
+                client.chat.completions.create(model="copilot", messages=user(prompt))  # type: ignore[arg-type]
+            bodies.append(caught.value.response.text)
+        emulator.faults.clear()
+        bodies.append(httpx.get(f"{url}/v1/accounts", headers=ADMIN).text)
+        bodies.append(httpx.get(f"{url}/health").text)
+    # websockets.server is the emulator, playing Copilot: it may see what it is sent.
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("websockets.server"))
+    for text in (logged, *bodies):
+        assert TOKEN not in text and "ANONSECRET" not in text
+    assert prompt not in logged

@@ -24,7 +24,7 @@ from messagers.chunks import (
     usage_chunk,
     usage_of,
 )
-from messagers.events import ContentDelta, Finished, ReasoningDelta
+from messagers.events import ContentDelta, Finished, ImageGenerated, ReasoningDelta, Waiting
 from messagers.sse import DONE, encode_data
 from utils.errors import ProxyError, ServerShuttingDown, UpstreamBadResponse, UpstreamError
 
@@ -71,7 +71,9 @@ async def sse_body(
                     health.record_success()
                     yield pending + tail + DONE
                     return
-                elif pending:  # Waiting (or an image): the stream opened before any text; show the role now
+                elif isinstance(event, (Waiting, ImageGenerated)) and pending:
+                    # The stream opened before any text: show the role now. (Citations and
+                    # suggestions are ignored here: `Finished` lists them all again.)
                     yield pending
                     pending = b""
         raise UpstreamBadResponse("The upstream's answer ended without a final frame.")

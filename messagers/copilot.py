@@ -16,12 +16,14 @@ from messagers.answer import inline_blocks, split_new_text
 from messagers.events import (
     AnswerEvent,
     AnswerOptions,
+    Citation,
     ContentDelta,
     Finished,
     Image,
     ImageGenerated,
     ReasoningDelta,
     Source,
+    Suggestions,
     UpstreamFailure,
 )
 from utils.errors import (
@@ -226,12 +228,15 @@ def advance_copilot(state: CopilotState, event: CopilotEvent) -> tuple[CopilotSt
     if isinstance(event, CopilotCitation) and event.source.url:
         if any(s.url == event.source.url for s in state.sources):
             return state, []
-        return replace(state, sources=(*state.sources, event.source)), []
+        return replace(state, sources=(*state.sources, event.source)), [Citation(event.source)]
     if isinstance(event, CopilotImage) and event.image.url:
         return replace(state, images=(*state.images, event.image)), [ImageGenerated(event.image)]
     if isinstance(event, CopilotSuggestions):
         state = replace(state, suggestions=event.suggestions)
-        return finish_copilot(state) if state.done else (state, [])
+        if not state.done:
+            return state, [Suggestions(event.suggestions)]
+        state, out = finish_copilot(state)
+        return state, [Suggestions(event.suggestions), *out]
     if isinstance(event, CopilotDone):
         return replace(state, done=True), []
     if isinstance(event, CopilotChallenge) and event.method != "hashcash":

@@ -1,8 +1,10 @@
 """Typed events: what Bing said (upstream events) and what the client gets told (answer events).
 
 Answer events are what every upstream (Bing ChatHub, Copilot) yields through the upstream interface
-(`conversations/upstreams.py`): text deltas, reasoning deltas, generated images, the finish (with
-citations and suggested follow-ups), a failure, or a note that the upstream is still working.
+(`conversations/upstreams.py`): text deltas, reasoning deltas, citations, generated images,
+suggested follow-ups, the finish (which lists the citations, follow-ups and images again, so a
+consumer may ignore the individual events), a failure, or a note that the upstream is still working.
+Bing reports citations and follow-ups only in its final frame, so for Bing they come on `Finished`.
 """
 
 from __future__ import annotations
@@ -113,6 +115,20 @@ class ImageGenerated:
 
 
 @dataclass(frozen=True, slots=True)
+class Citation:
+    """A source arrived mid-answer (Copilot); every source is listed again on `Finished.sources`."""
+
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestions:
+    """Suggested follow-ups arrived (Copilot); they are listed again on `Finished.suggestions`."""
+
+    suggestions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     reason: str  # "stop" | "content_filter"
     sources: tuple[Source, ...] = ()  # citations
@@ -134,7 +150,16 @@ class Waiting:
     """Bing is still working and no answer text has come; the stream may open now."""
 
 
-AnswerEvent = ContentDelta | ReasoningDelta | ImageGenerated | Finished | UpstreamFailure | Waiting
+AnswerEvent = (
+    ContentDelta
+    | ReasoningDelta
+    | Citation
+    | ImageGenerated
+    | Suggestions
+    | Finished
+    | UpstreamFailure
+    | Waiting
+)
 
 
 @dataclass(frozen=True, slots=True)

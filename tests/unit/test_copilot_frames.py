@@ -20,11 +20,13 @@ from messagers.copilot import (
 from messagers.events import (
     AnswerEvent,
     AnswerOptions,
+    Citation,
     ContentDelta,
     Finished,
     ImageGenerated,
     ReasoningDelta,
     Source,
+    Suggestions,
     UpstreamFailure,
 )
 from utils.errors import (
@@ -65,6 +67,8 @@ def test_append_text_is_incremental_and_citations_and_followups_are_kept() -> No
         Source("France", "https://example.org/france"),
     )
     assert finished.suggestions == ("How big is Paris?", "What about Lyon?")
+    assert [e.source for e in events if isinstance(e, Citation)] == list(finished.sources)  # as they came
+    assert [e.suggestions for e in events if isinstance(e, Suggestions)] == [finished.suggestions]
     assert state.over
 
 

@@ -235,6 +235,9 @@ class CopilotChat:
         self.record.chats += 1
         conv = self.emu.copilot_conversations.get(str(frame.get("conversationId")))
         prompt, mode = prompt_of(frame), frame.get("mode")
+        if conv is not None and time.time() - conv.created_at > self.emu.conversation_ttl:
+            return await self._send({"event": "error", "errorCode": "conversation-expired",
+                                     "message": "This conversation has expired."})
         if conv is None or mode not in MODES or not prompt.strip():
             problem = "conversation-not-found" if conv is None else "invalid-request"
             return await self._send({"event": "error", "errorCode": problem, "message": problem})

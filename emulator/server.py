@@ -200,9 +200,12 @@ class BingEmulator:
                 del self.conversations[next(iter(self.conversations))]
 
     def expire_conversations(self) -> None:
-        """Age every known conversation past conversation_ttl (next chat gets InvalidSession)."""
+        """Age every known conversation past conversation_ttl (next chat gets InvalidSession, or
+        Copilot's `conversation-expired` error event)."""
         for conv in list(self.conversations.values()):
             conv.created_at -= self.conversation_ttl + 1
+        for copilot_conv in list(self.copilot_conversations.values()):
+            copilot_conv.created_at -= self.conversation_ttl + 1
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0,
                  interval: float = 0.01) -> bool:

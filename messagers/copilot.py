@@ -28,6 +28,7 @@ from messagers.events import (
 )
 from utils.errors import (
     COPILOT_CLOUDFLARE_HELP,
+    ConversationUnusable,
     UpstreamBadResponse,
     UpstreamCaptcha,
     UpstreamError,
@@ -83,6 +84,7 @@ class CopilotChallenge:
 @dataclass(frozen=True, slots=True)
 class CopilotError:
     message: str
+    code: str = ""  # `errorCode` (or `code`) when the event has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ CopilotEvent = (
     | CopilotIgnored
 )
 
+_GONE = ("not-found", "notfound", "expired")  # error codes that mean the conversation is gone
 _IGNORED = frozenset(
     {
         "connected",
@@ -153,13 +156,14 @@ def _text(frame: dict[str, Any], key: str = "text") -> str:
 
 
 def _error(frame: dict[str, Any]) -> CopilotEvent:
+    code = next((str(frame[k]) for k in ("errorCode", "code") if isinstance(frame.get(k), str)), "")
     for key in ("message", "error", "errorCode", "code"):
         value = frame.get(key)
         if isinstance(value, str) and value:
-            return CopilotError(value[:300])
+            return CopilotError(value[:300], code[:80])
         if isinstance(value, dict) and isinstance(value.get("message"), str):
-            return CopilotError(value["message"][:300])
-    return CopilotError("no details")
+            return CopilotError(value["message"][:300], code[:80])
+    return CopilotError("no details", code[:80])
 
 
 def _suggestions(frame: dict[str, Any]) -> CopilotEvent:
@@ -244,8 +248,15 @@ def advance_copilot(state: CopilotState, event: CopilotEvent) -> tuple[CopilotSt
             state, UpstreamCaptcha(COPILOT_CLOUDFLARE_HELP, headers={"x-should-retry": "false"})
         )
     if isinstance(event, CopilotError):
-        return fail_copilot(state, UpstreamBadResponse(f"Copilot reported an error: {event.message}"))
+        return fail_copilot(state, copilot_error(event))
     return state, []
+
+
+def copilot_error(event: CopilotError) -> UpstreamError:
+    """An `error` event as an error: a conversation that is gone can be replaced (once, quietly)."""
+    if any(word in event.code.lower() for word in _GONE):
+        return ConversationUnusable(f"The Copilot conversation is gone: {event.message}")
+    return UpstreamBadResponse(f"Copilot reported an error: {event.message}")
 
 
 def on_copilot_text(state: CopilotState, event: CopilotText) -> tuple[CopilotState, list[AnswerEvent]]:

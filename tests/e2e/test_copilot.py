@@ -360,3 +360,15 @@ def test_copilot_credentials_and_prompts_stay_out_of_logs_and_errors(
     for text in (logged, *bodies):
         assert TOKEN not in text and "ANONSECRET" not in text
     assert prompt not in logged
+
+
+def test_an_expired_copilot_conversation_is_replaced_quietly(cp: OpenAI, emulator: BingEmulator) -> None:
+    first, _, _ = ask(cp, "copilot", user("one"), stream=False)
+    starts = emulator.copilot_start_count
+    emulator.expire_conversations()
+    history = [*user("one"), {"role": "assistant", "content": first}, *user("two")]
+    content, _, _ = ask(cp, "copilot", history, stream=True)
+    assert content == last_answer(emulator)
+    assert emulator.copilot_start_count == starts + 1  # the continued turn failed; a fresh one answered
+    assert emulator.copilot_chat_requests[-1]["content"][0]["text"].endswith("two")
+    assert "[assistant](#message)" in emulator.copilot_chat_requests[-1]["content"][0]["text"]

@@ -31,6 +31,7 @@ from messagers.events import (
 )
 from utils.errors import (
     ContextLengthExceeded,
+    ConversationUnusable,
     StreamInterrupted,
     UpstreamBadResponse,
     UpstreamCaptcha,
@@ -179,3 +180,9 @@ def test_hashcash_is_solved_and_bounded() -> None:
     assert not check_hashcash("abc123:3", "x")
     assert parse_challenge("no-difficulty") is None and solve_hashcash("nonsense", 1.0) is None
     assert solve_hashcash("abc:16", 0.05) is None  # far too hard for the budget: gives up in time
+
+
+def test_a_gone_conversation_can_be_replaced() -> None:
+    frame = b'{"event":"error","errorCode":"conversation-expired","message":"This conversation has expired."}'
+    _, out = advance_copilot(start_copilot_answer(AnswerOptions()), parse_copilot_frame(frame))
+    assert isinstance(out[-1], UpstreamFailure) and isinstance(out[-1].error, ConversationUnusable)

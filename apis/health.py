@@ -47,6 +47,13 @@ def health_report(
             "demo": settings.demo,
         },
         "accounts": {"total": len(views), "usable": usable, "states": dict(states)},
+        "upstreams": {  # which models can answer: the accounts of each upstream
+            name: {
+                "accounts": sum(1 for view in views if view["upstream"] == name),
+                "usable": sum(1 for view in views if view["upstream"] == name and view["usable"]),
+            }
+            for name in ("bing", "copilot")
+        },
         "last_success_at": record.last_success_at,
         "last_failure": (
             {"code": record.last_failure_code, "at": record.last_failure_at}

@@ -141,6 +141,7 @@ def test_chat_failures_before_text_get_real_statuses(
     assert TOKEN not in caught.value.message
 
 
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(
     ("fault", "status", "code"),
     [
@@ -153,21 +154,33 @@ def test_chat_failures_before_text_get_real_statuses(
     ],
 )
 def test_start_failures_get_real_statuses(
-    cp: OpenAI, emulator: BingEmulator, fault: str, status: int, code: str
+    cp: OpenAI, emulator: BingEmulator, fault: str, status: int, code: str, stream: bool
 ) -> None:
     emulator.faults.create = fault
     with pytest.raises(openai.APIStatusError) as caught:
-        ask(cp, "copilot-smart", user("hi"), stream=True)
+        ask(cp, "copilot-smart", user("hi"), stream=stream)
     assert caught.value.status_code == status and caught.value.code == code
     if fault == "blocked":
         assert 500 <= int(caught.value.response.headers["retry-after"]) <= 600
 
 
-def test_websocket_refused_is_an_auth_failure(cp: OpenAI, emulator: BingEmulator) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_websocket_refused_is_an_auth_failure(cp: OpenAI, emulator: BingEmulator, stream: bool) -> None:
     emulator.faults.upgrade = 403
     with pytest.raises(openai.APIStatusError) as caught:
-        ask(cp, "copilot", user("hi"), stream=False)
+        ask(cp, "copilot", user("hi"), stream=stream)
     assert caught.value.status_code == 502 and caught.value.code == "upstream_auth_failed"
+
+
+def test_in_band_error_is_one_data_event_then_done(cp_url: str) -> None:
+    body = {"model": "copilot-reasoning", "stream": True, "messages": user("emulate:error_mid go")}
+    with httpx.stream("POST", f"{cp_url}/v1/chat/completions", json=body, timeout=10) as response:
+        assert response.status_code == 200
+        data = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    error = json.loads(data[-2])["error"]
+    assert error["code"] == "upstream_stream_interrupted" and "Lost the thread" in error["message"]
+    assert '"reasoning_content"' in data[1] and not any('"finish_reason":"stop"' in line for line in data)
 
 
 @pytest.mark.parametrize("fault", ["drop", "error_mid", "no_done", "stall"])
@@ -372,3 +385,13 @@ def test_an_expired_copilot_conversation_is_replaced_quietly(cp: OpenAI, emulato
     assert emulator.copilot_start_count == starts + 1  # the continued turn failed; a fresh one answered
     assert emulator.copilot_chat_requests[-1]["content"][0]["text"].endswith("two")
     assert "[assistant](#message)" in emulator.copilot_chat_requests[-1]["content"][0]["text"]
+
+
+def test_health_tells_which_upstreams_can_answer(cp_url: str, base_url: str) -> None:
+    both = httpx.get(f"{cp_url}/health").json()
+    assert both["upstreams"] == {
+        "bing": {"accounts": 1, "usable": 1},
+        "copilot": {"accounts": 1, "usable": 1},
+    }
+    assert both["upstream"]["copilot_ws_host"].startswith("127.0.0.1:")
+    assert httpx.get(f"{base_url}/health").json()["upstreams"]["copilot"] == {"accounts": 0, "usable": 0}

@@ -74,6 +74,7 @@ class CopilotChat:
         self.closed = asyncio.Event()
         self.sending = False
         self.we_closed = False
+        self.prompt = ""  # the current turn's text
 
     async def run(self) -> None:
         """Answer `send` events until the socket closes."""
@@ -146,6 +147,7 @@ class CopilotChat:
         if conv.turns:
             self.emu.copilot_continued_chat_count += 1
         directives = parse_directives(prompt)
+        self.prompt = strip_directives(prompt)
         fault = self._fault(conv, directives.fault)
         await self._send({"event": "received"})
         early = await self._early_fault(fault)
@@ -214,7 +216,7 @@ class CopilotChat:
         await self._send({"event": "startMessage", "conversationId": conv.conversation_id,
                           "messageId": message_id})
         if mode == "reasoning":
-            for thought in reasoning_steps(text):
+            for thought in reasoning_steps(self.prompt):
                 await self._send({"event": "chainOfThought", "messageId": message_id, "text": thought})
                 await asyncio.sleep(delay)
         steps = prefixes(text, chunk)
@@ -280,8 +282,7 @@ class CopilotChat:
             await asyncio.wait_for(self.closed.wait(), timeout)
 
 
-def reasoning_steps(text: str) -> list[str]:
+def reasoning_steps(prompt: str) -> list[str]:
     """Think Deeper's reasoning, in a few pieces (emulated, and never part of the answer)."""
-    first = text.split(".")[0]
-    return ["Reasoning (emulated): ", f"the user wants an answer about \"{first[:60]}\". ",
-            "I will answer plainly."]
+    asked = " ".join(prompt.split())[-60:]
+    return ["Reasoning (emulated): ", f"the user asks \"{asked}\". ", "I will answer plainly."]

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     # Conversations created ahead of need (0 disables), replaced when older than the max age.
     warm_pool_size: int = 1
     warm_pool_max_age: float = 3600.0
+    warm_sockets: bool = True
 
     log_level: str = "INFO"
     # Serve answers from the built-in Bing emulator instead of Bing (also `--demo`).

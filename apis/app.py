@@ -29,8 +29,9 @@ from utils.settings import Settings, get_settings
 
 PREFIXES = ("/v1", "", "/api", "/api/v1")
 DESCRIPTION = (
-    "OpenAI-compatible chat completions over Bing Chat. Point any OpenAI client's base URL at "
-    "`http://<host>:22222/v1`. Models: precise, balanced, creative, and their `-offline` variants."
+    "OpenAI-compatible chat completions over Bing Chat and Microsoft Copilot. Point any OpenAI "
+    "client's base URL at `http://<host>:22222/v1`. Models: precise, balanced, creative, and their "
+    "`-offline` variants (Bing); copilot, copilot-reasoning and copilot-smart (Copilot)."
 )
 
 
@@ -80,14 +81,20 @@ def lifespan(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def open_upstream(settings: Settings, http: httpx.AsyncClient, shared: SharedRedis | None = None) -> Upstream:
-    """Accounts (from BING_COOKIES or the accounts file, which must parse), their warm pools, the store;
-    shared through Redis when `shared` is given (REDIS_URL), else in this process."""
-    source = AccountSource(settings.bing_cookies, settings.bing_cookies_file)
+    """Accounts (BING_COOKIES or the accounts file, which must parse, plus COPILOT_*), their warm
+    pools, the store; shared through Redis when `shared` is given (REDIS_URL), else in this process."""
+    source = AccountSource(
+        settings.bing_cookies,
+        settings.bing_cookies_file,
+        settings.copilot_cookies,
+        settings.copilot_access_token,
+    )
     accounts = open_accounts(settings, source.load(), shared)
     watcher = AccountWatcher(source, accounts) if settings.bing_cookies_file else None
-    store: ConversationStore = MemoryStore(settings.conversation_store_size, settings.conversation_store_ttl)
+    size, ttl = settings.conversation_store_size, settings.conversation_store_ttl
+    store: ConversationStore = MemoryStore(size, ttl)
     if shared is not None:
-        store = RedisStore(shared, settings.conversation_store_size, settings.conversation_store_ttl)
+        store = RedisStore(shared, size, ttl, accounts)
     upstream = Upstream(settings, http, store, accounts, watcher)
     for account in accounts.accounts.values():
         start_warm_pool(upstream, account)
@@ -115,10 +122,11 @@ async def open_shared(stack: AsyncExitStack, settings: Settings) -> SharedRedis 
 
 
 async def stop_warm_pools(upstream: Upstream) -> None:
-    """Stop every account's background pool."""
+    """Stop every account's background pool and close the sockets opened ahead."""
     for account in upstream.accounts.accounts.values():
         if account.pool is not None:
             await account.pool.stop()
+    await upstream.sockets.close_all()
     if isinstance(upstream.accounts, SharedAccountPool):
         await upstream.accounts.stop()
 
@@ -133,6 +141,10 @@ async def start_demo(stack: AsyncExitStack, settings: Settings) -> Settings:
             "bing_create_url": emulator.create_url,
             "bing_chathub_url": emulator.chathub_url,
             "bing_cookies": "",
+            "copilot_url": emulator.copilot_url,
+            "copilot_ws_url": emulator.copilot_ws_url,
+            "copilot_cookies": "__Host-copilot-anon=demo",  # the emulator's anonymous Copilot user
+            "copilot_access_token": "",
             "bing_proxy": None,
             "account_max_rest": 3.0,  # a fault tried in the demo must not bench its only account
         }

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from conversations.accounts import Account, AccountPool, AccountState, state_for
+from conversations.models import BING
 from conversations.shared_slots import FreedSlots
 from utils.errors import UpstreamError
 from utils.redis_client import SharedRedis, SharedStateDown
@@ -145,7 +146,7 @@ class SharedAccountPool(AccountPool):
         self._serial = itertools.count()
         self._leases: dict[str, list[tuple[str, str]]] = {}  # account name -> (lease set, lease id)
         self._changed: dict[str, float] = {}  # account name -> when this instance last changed its state
-        self._keys: dict[tuple[str, str, str], str] = {}
+        self._keys: dict[tuple[str, ...], str] = {}
         self._keys_salt = b""
         self._claim = shared.client.register_script(CLAIM)
         self._renew = shared.client.register_script(RENEW)
@@ -171,14 +172,16 @@ class SharedAccountPool(AccountPool):
                 await self._renewer
             self._renewer = None
 
-    async def acquire(self, exclude: set[str], wait: float, name: str | None = None) -> Account | None:
+    async def acquire(
+        self, exclude: set[str], wait: float, name: str | None = None, *, upstream: str = BING
+    ) -> Account | None:
         """As `AccountPool.acquire`, with health and slots shared across instances."""
         deadline = time.monotonic() + wait
         waiter = f"{self.instance}:{next(self._serial)}"
         queued = False
         try:
             while True:
-                candidates = self._configured(exclude, name)
+                candidates = self._configured(exclude, name, upstream)
                 if not candidates:
                     return None
                 seen = self.slots.generation
@@ -186,7 +189,8 @@ class SharedAccountPool(AccountPool):
                     chosen, place = await self._claim_one(candidates, waiter)
                 except SharedStateDown:
                     queued = False  # an unreachable queue forgets its stale waiters by itself
-                    return await super().acquire(exclude, max(deadline - time.monotonic(), 0.0), name)
+                    left = max(deadline - time.monotonic(), 0.0)
+                    return await super().acquire(exclude, left, name, upstream=upstream)
                 if chosen is not None:
                     queued = False
                     chosen.in_flight += 1
@@ -225,12 +229,12 @@ class SharedAccountPool(AccountPool):
             for account, record in zip(accounts, records, strict=True):
                 self._adopt(account, record)
 
-    def _configured(self, exclude: set[str], name: str | None) -> list[Account]:
+    def _configured(self, exclude: set[str], name: str | None, upstream: str) -> list[Account]:
         """The accounts to consider, by configuration only: their health is read in Redis."""
         if name is not None:
             account = self.accounts.get(name)
             return [account] if account is not None else []
-        ordered = [a for a in self.accounts.values() if a.name not in exclude]
+        ordered = [a for a in self.accounts.values() if a.upstream == upstream and a.name not in exclude]
         return sorted(ordered, key=lambda a: (a.in_flight, a.uses))
 
     async def _claim_one(self, candidates: list[Account], waiter: str) -> tuple[Account | None, int]:
@@ -300,10 +304,11 @@ class SharedAccountPool(AccountPool):
         if self._keys_salt != self.shared.salt:  # Redis restarted empty, with a new salt
             self._keys.clear()
             self._keys_salt = self.shared.salt
-        cached = self._keys.get((kind, account.name, account.cookies))
+        identity = (kind, account.name, account.upstream, account.cookies, account.token)
+        cached = self._keys.get(identity)
         if cached is None:
             cached = self.shared.key(f"account-{kind}", f"{account.name}\x00{account.fingerprint}")
-            self._keys[(kind, account.name, account.cookies)] = cached
+            self._keys[identity] = cached
         return cached
 
     async def _renew_forever(self) -> None:

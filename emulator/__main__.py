@@ -54,7 +54,8 @@ async def _serve(args: argparse.Namespace) -> None:
     async with emulator:
         print(f"emulator ready: create={emulator.create_url} stats={emulator.stats_url} "
               f"chathub={emulator.chathub_url} http_port={emulator.http_port} "
-              f"port={emulator.port}", flush=True)
+              f"port={emulator.port} copilot={emulator.copilot_url} "
+              f"copilot_ws={emulator.copilot_ws_url}", flush=True)
         await stop.wait()
 
 

@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from . import copilot
+from .chathub import IDLE_TIMEOUT as SOCKET_IDLE_TIMEOUT
 from .chathub import ChatSession
 from .create import CREATE_PATHS, HTML, handle_create, to_response
 from .faults import Faults, cookie_flags
@@ -64,6 +66,7 @@ class BingEmulator:
         self.words, self.words_per_update = words, words_per_update
         self.update_delay, self.think = update_delay, think
         self.ping_interval, self.close_wait = ping_interval, close_wait
+        self.socket_idle_timeout = SOCKET_IDLE_TIMEOUT  # a socket with no chat frame is closed after this
         self.faults = Faults(slow_seconds=slow_seconds)
         self.random = random.Random(seed)
         self.keep_records = keep_records
@@ -78,6 +81,12 @@ class BingEmulator:
         self.chat_requests: MutableSequence[dict[str, Any]] = _history(keep_records)
         self.connections: MutableSequence[ConnectionRecord] = _history(keep_records)
         self.conversations: dict[str, Conversation] = {}
+        # Copilot (PROTOCOL.md §7): its own conversations, requests and counters.
+        self.copilot_start_count = 0
+        self.copilot_chat_count = 0
+        self.copilot_continued_chat_count = 0
+        self.copilot_chat_requests: MutableSequence[dict[str, Any]] = _history(keep_records)
+        self.copilot_conversations: dict[str, copilot.CopilotConversation] = {}
         self.stopping = False
         self._server: Server | None = None
         self._stop_event: asyncio.Event | None = None
@@ -120,6 +129,16 @@ class BingEmulator:
     def chathub_url(self) -> str:
         """Return the ChatHub websocket URL (without the sec_access_token query)."""
         return f"ws://{self.host}:{self.port}{CHATHUB_PATH}"
+
+    @property
+    def copilot_url(self) -> str:
+        """Return Copilot's base URL (start and conversations, on the keep-alive HTTP server)."""
+        return self.http_base_url
+
+    @property
+    def copilot_ws_url(self) -> str:
+        """Return Copilot's chat websocket URL (on the websocket port)."""
+        return f"ws://{self.host}:{self.port}{copilot.CHAT_PATH}?api-version=2"
 
     async def start(self) -> BingEmulator:
         """Start listening."""
@@ -166,7 +185,9 @@ class BingEmulator:
     def stats(self) -> dict[str, int]:
         """Return the counters served at GET /_emulator/stats (they never drop with keep_records)."""
         return {"creates": self.create_count, "chats": self.chat_count,
-                "connections": self.connection_count, "continued_chats": self.continued_chat_count}
+                "connections": self.connection_count, "continued_chats": self.continued_chat_count,
+                "copilot_starts": self.copilot_start_count, "copilot_chats": self.copilot_chat_count,
+                "copilot_continued_chats": self.copilot_continued_chat_count}
 
     def record_chat(self, arg: dict[str, Any]) -> None:
         """Remember one chat frame's argument (capped by keep_records) and count it."""
@@ -181,9 +202,12 @@ class BingEmulator:
                 del self.conversations[next(iter(self.conversations))]
 
     def expire_conversations(self) -> None:
-        """Age every known conversation past conversation_ttl (next chat gets InvalidSession)."""
+        """Age every known conversation past conversation_ttl (next chat gets InvalidSession, or
+        Copilot's `conversation-expired` error event)."""
         for conv in list(self.conversations.values()):
             conv.created_at -= self.conversation_ttl + 1
+        for copilot_conv in list(self.copilot_conversations.values()):
+            copilot_conv.created_at -= self.conversation_ttl + 1
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0,
                  interval: float = 0.01) -> bool:
@@ -221,6 +245,8 @@ class BingEmulator:
         """Answer one request on the keep-alive HTTP server."""
         self.http_requests += 1
         path = request.path
+        if path in copilot.HTTP_PATHS:
+            return await copilot.handle_http(self, request)
         if path != STATS_PATH and path not in CREATE_PATHS:
             return HttpReply(404, "", HTML)
         if request.method != "GET":
@@ -241,6 +267,11 @@ class BingEmulator:
         if path == STATS_PATH or path in CREATE_PATHS:
             cookie = "; ".join(request.headers.get_all("Cookie"))
             return to_response(connection, await self._route(path, cookie))
+        if path == copilot.CHAT_PATH:
+            status = copilot.upgrade_status(self, request.path, "; ".join(request.headers.get_all("Cookie")))
+            if status is not None:
+                return to_response(connection, HttpReply(status, "", HTML))
+            return None
         if path.lower() == CHATHUB_PATH.lower():
             status = self.faults.take_upgrade()
             if status is not None:
@@ -251,9 +282,17 @@ class BingEmulator:
 
     async def _handle(self, ws: ServerConnection) -> None:
         """Run a ChatHub session on an accepted websocket."""
-        query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
-        tokens = query.get("sec_access_token")
+        target = urlsplit(ws.request.path if ws.request else "")
+        query = parse_qs(target.query)
         cookie = "; ".join(ws.request.headers.get_all("Cookie")) if ws.request else ""
+        if target.path == copilot.CHAT_PATH:
+            token = (query.get("accessToken") or [""])[0]
+            record = ConnectionRecord(token=token or None, flags=copilot.account_flags(cookie, token))
+            self.connections.append(record)
+            self.connection_count += 1
+            await copilot.CopilotChat(self, ws, record).run()
+            return
+        tokens = query.get("sec_access_token")
         record = ConnectionRecord(token=tokens[0] if tokens else None, flags=cookie_flags(cookie))
         self.connections.append(record)
         self.connection_count += 1

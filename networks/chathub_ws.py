@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 
 from networks.headers import ORIGIN, USER_AGENT
 from utils.errors import (
@@ -50,13 +51,22 @@ class ChatHubSocket:
         proxy: str | None,
         open_timeout: float,
         compression: bool = True,
+        origin: str = ORIGIN,
+        upstream_name: str = "Bing",
+        signalr: bool = True,
     ) -> None:
         self._url, self._headers, self._proxy, self._open_timeout = url, headers, proxy, open_timeout
         self._compression = "deflate" if compression else None
+        self._origin, self._name, self._signalr = origin, upstream_name, signalr
         self._ws: ClientConnection | None = None
+        self._greeting = ""  # the initial type 6 record, sent with the first message after the handshake
 
     async def __aenter__(self) -> ChatHubSocket:
+        if self._ws is not None:  # opened ahead (a warm socket): entering only takes ownership
+            return self
         self._ws = await self._connect()
+        if not self._signalr:  # Copilot's socket: plain JSON, no handshake
+            return self
         try:
             await self._handshake(self._ws)
         except BaseException:
@@ -78,13 +88,20 @@ class ChatHubSocket:
             # Cancelled (the client left) or failed: drop the connection at once, without awaiting.
             self._ws.transport.abort()
 
+    def is_open(self) -> bool:
+        """Whether the socket is open and no close has begun."""
+        return self._ws is not None and self._ws.state is State.OPEN
+
     async def send(self, text: str) -> None:
-        """Send one websocket text message."""
+        """Send one websocket text message (the first carries the initial ping record too: SignalR
+        records are delimited by 0x1E, so one message may hold several, and it saves a write)."""
         assert self._ws is not None
+        if self._greeting:
+            text, self._greeting = self._greeting + text, ""
         try:
             await self._ws.send(text)
         except ConnectionClosed as exc:
-            raise closed_error(exc) from exc
+            raise closed_error(exc, self._name) from exc
 
     async def recv(self, timeout: float) -> bytes | None:
         """The next message as raw bytes (undecoded: cheaper), or None after `timeout` seconds of none."""
@@ -95,33 +112,38 @@ class ChatHubSocket:
         except TimeoutError:
             return None
         except ConnectionClosed as exc:
-            raise closed_error(exc) from exc
+            raise closed_error(exc, self._name) from exc
 
     async def _connect(self) -> ClientConnection:
         try:
             return await connect(
                 self._url,
                 additional_headers=self._headers,
-                origin=ORIGIN,  # type: ignore[arg-type]
+                origin=self._origin,  # type: ignore[arg-type]
                 user_agent_header=USER_AGENT,
                 proxy=self._proxy,
                 open_timeout=self._open_timeout,
                 compression=self._compression,
-                ping_interval=None,  # SignalR keeps itself alive with type 6 records
+                ping_interval=None,  # SignalR keeps itself alive with type 6 records (and Copilot
+                # answers within the idle deadline)
                 max_size=None,  # final frames can be large
                 close_timeout=2,
                 logger=WS_LOG,
             )
         except InvalidStatus as exc:
-            raise upgrade_error(exc.response.status_code) from exc
+            raise upgrade_error(exc.response.status_code, self._name) from exc
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"Opening the Bing websocket took longer than {self._open_timeout:g} s."
+                f"Opening the {self._name} websocket took longer than {self._open_timeout:g} s."
             ) from exc
         except InvalidHandshake as exc:
-            raise UpstreamBadResponse(f"Bing's websocket upgrade failed ({type(exc).__name__}).") from exc
+            raise UpstreamBadResponse(
+                f"{self._name}'s websocket upgrade failed ({type(exc).__name__})."
+            ) from exc
         except OSError as exc:
-            raise UpstreamUnreachable(f"Could not reach Bing's websocket ({type(exc).__name__}).") from exc
+            raise UpstreamUnreachable(
+                f"Could not reach {self._name}'s websocket ({type(exc).__name__})."
+            ) from exc
 
     async def _handshake(self, ws: ClientConnection) -> None:
         await ws.send(HANDSHAKE)
@@ -135,7 +157,7 @@ class ChatHubSocket:
         error = handshake_error(reply if isinstance(reply, str) else reply.decode("utf-8", "replace"))
         if error:
             raise UpstreamClosed(f"Bing refused the websocket handshake: {error}.")
-        await ws.send(PING)
+        self._greeting = PING
 
 
 def handshake_error(reply: str) -> str | None:
@@ -149,18 +171,18 @@ def handshake_error(reply: str) -> str | None:
     return str(first["error"]) if first.get("error") else None
 
 
-def upgrade_error(status: int) -> UpstreamError:
+def upgrade_error(status: int, name: str = "Bing") -> UpstreamError:
     """The error for an HTTP status that refused the websocket upgrade."""
     if status in (401, 403):
-        return UpstreamAuthFailed(f"Bing refused the websocket (HTTP {status}): cookies or token rejected.")
+        return UpstreamAuthFailed(f"{name} refused the websocket (HTTP {status}): cookies or token rejected.")
     if status == 429:
         return UpstreamRateLimited(
-            "Bing rate-limited the websocket (HTTP 429).", headers={"Retry-After": "15"}
+            f"{name} rate-limited the websocket (HTTP 429).", headers={"Retry-After": "15"}
         )
-    return UpstreamBadResponse(f"Bing refused the websocket upgrade with HTTP {status}.")
+    return UpstreamBadResponse(f"{name} refused the websocket upgrade with HTTP {status}.")
 
 
-def closed_error(exc: ConnectionClosed) -> UpstreamClosed:
+def closed_error(exc: ConnectionClosed, name: str = "Bing") -> UpstreamClosed:
     """The error for a socket that closed before the turn ended."""
     code = exc.rcvd.code if exc.rcvd is not None else 1006
-    return UpstreamClosed(f"Bing closed the websocket before the answer was complete (code {code}).")
+    return UpstreamClosed(f"{name} closed the websocket before the answer was complete (code {code}).")

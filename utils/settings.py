@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CREATE_URL = "https://www.bing.com/turing/conversation/create"
 DEFAULT_CHATHUB_URL = "wss://sydney.bing.com/sydney/ChatHub"
+DEFAULT_COPILOT_URL = "https://copilot.microsoft.com"
+DEFAULT_COPILOT_WS_URL = "wss://copilot.microsoft.com/c/api/chat?api-version=2"
 
 
 class Settings(BaseSettings):
@@ -31,6 +33,16 @@ class Settings(BaseSettings):
     http_proxy: Annotated[str | None, Field(repr=False)] = None
     all_proxy: Annotated[str | None, Field(repr=False)] = None
     no_proxy: str | None = None
+
+    # The Copilot upstream (PROTOCOL.md §7): one account from a token and/or browser cookies.
+    copilot_url: str = DEFAULT_COPILOT_URL
+    copilot_ws_url: str = DEFAULT_COPILOT_WS_URL
+    copilot_access_token: Annotated[str, Field(repr=False)] = ""
+    copilot_cookies: Annotated[str, Field(repr=False)] = ""
+    # Copilot has no system slot: instructions, history and prompt share one first message.
+    copilot_max_prompt_chars: int = 10000
+    copilot_challenge_seconds: float = 5.0  # CPU budget for one hashcash proof of work
+    copilot_followups_wait: float = 1.0  # how long to wait after `done` for suggested follow-ups
 
     # Who may call us, and how much.
     api_keys: Annotated[str, Field(repr=False)] = ""
@@ -69,6 +81,7 @@ class Settings(BaseSettings):
     # Conversations created ahead of need (0 disables), replaced when older than the max age.
     warm_pool_size: int = 1
     warm_pool_max_age: float = 3600.0
+    warm_sockets: bool = True
 
     # Shared state for several workers or replicas (utils/redis_client.py); unset = in-process memory.
     redis_url: Annotated[str | None, Field(repr=False)] = None  # may carry a password

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 from openai import AsyncOpenAI, OpenAI
 
 from emulator import BingEmulator
@@ -132,6 +133,38 @@ def test_users_with_identical_histories_never_share_a_conversation(
     sent = emulator.chat_requests[count:]
     assert sorted(r["isStartOfSession"] for r in sent) == [False, True]
     assert sent[0]["conversationId"] != sent[1]["conversationId"]
+
+
+def test_a_copilot_chat_alternating_between_instances_continues_without_cookies_in_redis(
+    emulator: BingEmulator, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    copilot = {
+        "copilot_url": emulator.copilot_url,
+        "copilot_ws_url": emulator.copilot_ws_url,
+        "copilot_access_token": "copilot-token-SECRET",
+        "copilot_followups_wait": 0.3,
+    }
+    starts, continued = emulator.copilot_start_count, emulator.copilot_continued_chat_count
+    with instances(emulator, redis_server, tmp_path, **copilot) as urls, ExitStack() as stack:
+        clients = [stack.enter_context(openai_client(url)) for url in urls]
+        messages: Messages = []
+        for index in range(3):
+            messages.append({"role": "user", "content": f"copilot question {index}"})
+            completion = clients[index % 2].chat.completions.create(model="copilot", messages=messages)
+            messages.append({"role": "assistant", "content": completion.choices[0].message.content or ""})
+        stored = redis_values(redis_server.url)
+    assert emulator.copilot_start_count == starts + 1
+    assert emulator.copilot_continued_chat_count == continued + 2
+    assert stored and not any(b"copilot-session" in v or b"SECRET" in v for v in stored)
+
+
+def redis_values(url: str) -> list[bytes]:
+    """Every string value in Redis (what an operator with access would see)."""
+    client = redis.Redis.from_url(url)
+    try:
+        return [v for k in client.scan_iter() if client.type(k) == b"string" and (v := client.get(k))]
+    finally:
+        client.close()
 
 
 def test_an_account_throttled_via_one_instance_is_skipped_by_the_other(

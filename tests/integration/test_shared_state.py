@@ -13,11 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from conversations.accounts import Account
+from conversations.accounts import Account, AccountPool
 from conversations.shared_accounts import SharedAccountPool
 from conversations.shared_slots import FreedSlots
-from conversations.shared_store import RedisStore, decode_thread, encode_thread
+from conversations.shared_store import RedisStore, account_secret, decode_thread, encode_thread
 from conversations.threads import ChatThread
+from networks.copilot import CopilotSession
 from networks.http_client import SessionIds
 from tests.redis_server import RedisServer, free_port
 from utils.redis_client import SharedRedis, SharedStateDown, describe
@@ -40,6 +41,9 @@ async def shared(url: str, prefix: str, **overrides: Any) -> AsyncIterator[Share
         yield connection
     finally:
         await connection.close()
+
+
+ACCOUNTS = AccountPool([Account("acct", "_U=x")], 1)
 
 
 def thread(name: str = "a", turns: int = 1) -> ChatThread:
@@ -73,13 +77,13 @@ def test_a_lease_of_a_crashed_instance_expires_and_a_live_one_is_renewed(redis_u
 def test_the_store_takes_once_and_keeps_its_bound_and_ttl(redis_url: str) -> None:
     async def scenario() -> None:
         async with shared(redis_url, prefix()) as connection:
-            store = RedisStore(connection, max_entries=3, ttl=60)
+            store = RedisStore(connection, max_entries=3, ttl=60, accounts=ACCOUNTS)
             for index in range(5):
                 await store.put(f"key-{index}", thread(str(index)))
             kept = [await store.take(f"key-{i}") is not None for i in range(5)]
             assert kept == [False, False, True, True, True]
             assert await store.take("key-4") is None  # taken, not read
-            short = RedisStore(connection, max_entries=3, ttl=0.2)
+            short = RedisStore(connection, max_entries=3, ttl=0.2, accounts=ACCOUNTS)
             await short.put("brief", thread())
             await asyncio.sleep(0.35)
             assert await short.take("brief") is None
@@ -96,7 +100,7 @@ def test_without_redis_everything_falls_back_to_this_process() -> None:
             assert connection.status()["status"] == "unreachable"
             with pytest.raises(SharedStateDown):
                 await connection.run(lambda r: r.ping())
-            store = RedisStore(connection, max_entries=3, ttl=60)
+            store = RedisStore(connection, max_entries=3, ttl=60, accounts=ACCOUNTS)
             await store.put("k", thread())
             assert await store.take("k") == thread()
             pool = SharedAccountPool([Account("only", "_U=x")], 1, connection, lease_seconds=1.0)
@@ -110,10 +114,23 @@ def test_without_redis_everything_falls_back_to_this_process() -> None:
 
 
 def test_stored_threads_hold_ids_and_counters_only() -> None:
-    stored = encode_thread(thread())
-    assert decode_thread(stored) == thread()
-    assert decode_thread(b"not json") is None and decode_thread(b"{}") is None
-    assert set(orjson.loads(stored)) == {"c", "i", "t", "s", "n", "l", "at", "a", "f"}
+    secret = account_secret(Account("acct", "_U=x"))
+    stored = encode_thread(thread(), secret)
+    assert stored is not None and decode_thread(stored, lambda name: secret) == thread()
+    assert decode_thread(b"not json", lambda name: secret) is None
+    assert decode_thread(b"{}", lambda name: secret) is None
+    assert set(orjson.loads(stored)) == {"u", "c", "i", "t", "s", "n", "l", "at", "a", "f"}
+
+
+def test_copilot_cookies_are_stored_encrypted_under_the_account_credentials() -> None:
+    session = CopilotSession("copilot-conv", "__cf_bm=start-cookie-secret", 7)
+    copilot = ChatThread(session, 1, 7, 1.0e9, "acct", "f" * 16)
+    stored = encode_thread(copilot, b"copilot\x00cookies\x00token")
+    assert stored is not None and b"start-cookie-secret" not in stored
+    assert decode_thread(stored, lambda name: b"copilot\x00cookies\x00token") == copilot
+    assert decode_thread(stored, lambda name: b"copilot\x00renewed\x00token") is None  # starts fresh
+    assert decode_thread(stored, lambda name: None) is None  # the account is gone
+    assert encode_thread(copilot, None) is None  # kept in this process instead
 
 
 def test_outage_reasons_never_carry_credentials() -> None:

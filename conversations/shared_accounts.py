@@ -9,9 +9,12 @@ Every instance (worker or replica) reads the same accounts. In Redis, each accou
   after ACCOUNT_LEASE_SECONDS unless its instance renews it (every third of that), so a crashed
   instance cannot keep slots.
 
-Choosing an account and taking its lease is one Lua script (one round trip). The account key is a
-salted hash of its name and cookie digest; cookies never go to Redis. While Redis is unreachable,
-the in-process pool (`AccountPool`) decides alone, and its failures stay local.
+Choosing an account and taking its lease is one Lua script (one round trip). Requests that must
+wait for a slot queue in Redis and are served first come, first served across instances: a freed
+slot is announced on a channel, and each instance wakes its request that is next in that queue.
+The account key is a salted hash of its name and credentials digest; credentials never go to Redis.
+While Redis is unreachable, the in-process pool (`AccountPool`) decides alone, and its failures
+stay local.
 """
 
 from __future__ import annotations

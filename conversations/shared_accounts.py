@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -37,7 +36,6 @@ from conversations.shared_slots import FreedSlots
 from utils.errors import UpstreamError
 from utils.redis_client import SharedRedis, SharedStateDown
 
-log = logging.getLogger(__name__)
 HEALTH_KEEP_SECONDS = 86400.0  # a health record outlives its `until` by this much
 WAITER_STALE_MS = 2000  # a waiting request looks at least every FALLBACK_POLL_SECONDS; gone after this
 

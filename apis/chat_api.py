@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the server until interrupted."""
     args = parse_args(argv)
     settings = get_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     if args.demo:
         settings = settings.model_copy(update={"demo": True})
         log.info("demo mode: answers come from the built-in Bing emulator, not from Bing")
@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "host": args.host,
         "port": args.port,
         "log_level": settings.log_level.lower(),
+        # Our own line per request (apis/requestlog.py) replaces uvicorn's access log, and uvicorn's
+        # messages go through the root handler, so LOG_FORMAT=json covers them too.
+        "access_log": False,
+        "log_config": None,
         # uvicorn's hard stop comes after our grace period, so cut streams can say goodbye first.
         "timeout_graceful_shutdown": graceful_timeout(settings.shutdown_grace_seconds),
     }

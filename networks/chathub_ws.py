@@ -21,6 +21,7 @@ from utils.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from utils.metrics import OPEN_SOCKETS
 
 log = logging.getLogger(__name__)
 # websockets logs request headers (the Cookie included) at DEBUG; its logger for our sockets never
@@ -62,6 +63,7 @@ class ChatHubSocket:
         except BaseException:
             self._ws.transport.abort()
             raise
+        OPEN_SOCKETS.inc()  # /metrics: bingapi_upstream_open_sockets
         return self
 
     async def __aexit__(
@@ -69,6 +71,7 @@ class ChatHubSocket:
     ) -> None:
         if self._ws is None:
             return
+        OPEN_SOCKETS.dec()
         if kind is None or kind is GeneratorExit:
             try:
                 await asyncio.wait_for(self._ws.close(), 2)

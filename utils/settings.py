@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     warm_pool_max_age: float = 3600.0
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # one JSON object per log line with `json`
     # Serve answers from the built-in Bing emulator instead of Bing (also `--demo`).
     demo: bool = False
 

@@ -115,7 +115,8 @@ class AccountStates(Collector):
     def collect(self) -> Iterable[Metric]:
         """The account gauges, from the pool's public view."""
         state = GaugeMetricFamily(
-            "bingapi_account_state", "1 for the account's current state, 0 for the others.",
+            "bingapi_account_state",
+            "1 for the account's current state, 0 for the others.",
             labels=["account", "state"],
         )
         in_flight = GaugeMetricFamily(

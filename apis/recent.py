@@ -53,7 +53,7 @@ class RecentRequests:
 
     def _prune(self, now: float) -> None:
         oldest = int((now - self.window) // BUCKET_SECONDS)
-        while self._buckets and self._buckets[0][0] <= oldest:
+        while self._buckets and self._buckets[0][0] < oldest:  # minute buckets: the window is ±1 min
             self._buckets.popleft()
 
 

@@ -33,8 +33,10 @@ def browser_missing(reason: str) -> None:
     """Skip only when told to; otherwise a missing browser is a failure."""
     if os.environ.get("SKIP_BROWSER_TESTS") == "1":
         pytest.skip(f"{reason} (SKIP_BROWSER_TESTS=1)")
-    pytest.fail(f"{reason}: install it (apt-get install chromium; pip install -r requirements-dev.txt), "
-                "or set SKIP_BROWSER_TESTS=1 to skip the browser tests on purpose")
+    pytest.fail(
+        f"{reason}: install it (apt-get install chromium; pip install -r requirements-dev.txt), "
+        "or set SKIP_BROWSER_TESTS=1 to skip the browser tests on purpose"
+    )
 
 
 @pytest.fixture(scope="session")

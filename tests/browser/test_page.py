@@ -22,10 +22,14 @@ SLOW_ANSWER = "emulate:words=60 emulate:delay=0.04 tell me about streams"
 def two_accounts(emulator: BingEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """`alpha` is fine; Bing asks `bravo` for a captcha (the emulator's cookie flag)."""
     path = Path(tmp_path_factory.mktemp("accounts")) / "accounts.json"
-    path.write_text(json.dumps([
-        {"name": "alpha", "cookies": "_U=alpha-cookie"},
-        {"name": "bravo", "cookies": "_U=bravo-cookie; emulate=captcha"},
-    ]))
+    path.write_text(
+        json.dumps(
+            [
+                {"name": "alpha", "cookies": "_U=alpha-cookie"},
+                {"name": "bravo", "cookies": "_U=bravo-cookie; emulate=captcha"},
+            ]
+        )
+    )
     settings = service_settings(
         emulator, bing_cookies="", bing_cookies_file=str(path), failover_attempts=3, throttle_retry_after=60
     )

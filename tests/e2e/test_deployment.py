@@ -51,7 +51,7 @@ def test_dockerfile_checks_health_and_reads_a_mounted_accounts_file() -> None:
 
 def test_compose_runs_it_with_the_accounts_file_and_restarts_it() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    [(name, service)] = compose["services"].items()
+    [(_name, service)] = compose["services"].items()
     assert service["build"] == "."
     assert "22222:22222" in service["ports"]
     assert service["restart"] in ("unless-stopped", "always", "on-failure")
@@ -87,7 +87,9 @@ def wait_until_up(base: str) -> None:
 
 
 def healthcheck(url: str) -> int:
-    return subprocess.run([sys.executable, "-m", "apis.healthcheck", url], cwd=ROOT, capture_output=True).returncode
+    return subprocess.run(
+        [sys.executable, "-m", "apis.healthcheck", url], cwd=ROOT, capture_output=True
+    ).returncode
 
 
 def test_a_real_process_logs_json_and_passes_its_health_check(tmp_path: Path) -> None:

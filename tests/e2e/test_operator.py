@@ -68,10 +68,15 @@ def test_metrics_move_with_real_requests(base_url: str, emulator: BingEmulator) 
     assert moved(before, after, "bingapi_request_duration_seconds_sum", model="precise") > 0
     assert moved(before, after, "bingapi_upstream_errors_total", kind="rate_limit_exceeded") == 1
     assert moved(before, after, "bingapi_upstream_errors_total", kind="upstream_stream_interrupted") == 1
-    assert moved(
-        before, after, "bingapi_request_errors_total", code="upstream_stream_interrupted", where="in_band"
-    ) == 1
-    assert moved(before, after, "bingapi_request_errors_total", code="rate_limit_exceeded", where="status") == 1
+    assert (
+        moved(
+            before, after, "bingapi_request_errors_total", code="upstream_stream_interrupted", where="in_band"
+        )
+        == 1
+    )
+    assert (
+        moved(before, after, "bingapi_request_errors_total", code="rate_limit_exceeded", where="status") == 1
+    )
     assert value(after, "bingapi_account_state", account="default", state="cooling_down") == 1
     assert value(after, "bingapi_account_state", account="default", state="healthy") == 0
     assert value(after, "bingapi_accounts_usable") == 0
@@ -92,12 +97,15 @@ def test_open_upstream_sockets_are_counted_while_a_stream_runs(base_url: str) ->
     eventually(lambda: value(scrape(base_url), "bingapi_upstream_open_sockets") == 0)
 
 
-def test_status_shows_states_and_recent_requests_without_secrets(base_url: str, emulator: BingEmulator) -> None:
+def test_status_shows_states_and_recent_requests_without_secrets(
+    base_url: str, emulator: BingEmulator
+) -> None:
     with openai_client(base_url) as client:
         client.chat.completions.create(model="precise", messages=user("hi"))
         emulator.faults.chat = "captcha"
         with pytest.raises(openai.APIStatusError):
             client.chat.completions.create(model="precise", messages=user("hi"))
+
     def answered() -> httpx.Response | None:
         response = httpx.get(f"{base_url}/status")
         latest = response.json()["recent"]["latest"]
@@ -138,7 +146,9 @@ def test_operator_views_follow_api_keys(emulator: BingEmulator) -> None:
             denied = httpx.get(f"{url}{path}")
             assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
             for key in ("sk-op-2", "admin-op"):
-                assert httpx.get(f"{url}{path}", headers={"authorization": f"Bearer {key}"}).status_code == 200
+                assert (
+                    httpx.get(f"{url}{path}", headers={"authorization": f"Bearer {key}"}).status_code == 200
+                )
         assert httpx.get(f"{url}/health").status_code == 200
         assert httpx.get(f"{url}/", headers={"accept": "text/html"}).status_code == 200
 
@@ -147,7 +157,9 @@ def request_line(caplog: pytest.LogCaptureFixture, request_id: str) -> dict[str,
     """The one line logged for `request_id` (written as the response ends, so maybe just after)."""
 
     def lines() -> list[logging.LogRecord]:
-        return [r for r in caplog.records if r.name == "apis.requests" and r.fields["request_id"] == request_id]
+        return [
+            r for r in caplog.records if r.name == "apis.requests" and r.fields["request_id"] == request_id
+        ]
 
     found = eventually(lines)
     assert len(found) == 1, f"expected one line for {request_id}, got {len(found)}"
@@ -156,10 +168,14 @@ def request_line(caplog: pytest.LogCaptureFixture, request_id: str) -> dict[str,
     return fields
 
 
-def test_one_line_per_request_with_the_request_id_header(base_url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_one_line_per_request_with_the_request_id_header(
+    base_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="apis.requests")
     body = {"model": "balanced", "messages": user("hi"), "stream": True}
-    response = httpx.post(f"{base_url}/v1/chat/completions", json=body, headers={"x-request-id": "trace-42.a"})
+    response = httpx.post(
+        f"{base_url}/v1/chat/completions", json=body, headers={"x-request-id": "trace-42.a"}
+    )
     assert response.status_code == 200 and response.headers["x-request-id"] == "trace-42.a"
     line = request_line(caplog, "trace-42.a")
     assert line["method"] == "POST" and line["path"] == "/v1/chat/completions"
@@ -193,11 +209,17 @@ def test_the_line_names_the_account_the_turn_ran_on(
     emulator: BingEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     accounts = tmp_path / "accounts.json"
-    accounts.write_text(json.dumps([
-        {"name": "first", "cookies": "_U=first-cookie; emulate=captcha"},
-        {"name": "second", "cookies": "_U=second-cookie"},
-    ]))
-    settings = service_settings(emulator, bing_cookies="", bing_cookies_file=str(accounts), failover_attempts=3)
+    accounts.write_text(
+        json.dumps(
+            [
+                {"name": "first", "cookies": "_U=first-cookie; emulate=captcha"},
+                {"name": "second", "cookies": "_U=second-cookie"},
+            ]
+        )
+    )
+    settings = service_settings(
+        emulator, bing_cookies="", bing_cookies_file=str(accounts), failover_attempts=3
+    )
     caplog.set_level(logging.DEBUG, logger="apis.requests")
     with ServerThread(settings) as url:
         body = {"model": "creative", "messages": user("hi")}

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
@@ -131,8 +130,10 @@ def test_a_missing_accounts_file_stops_the_start_with_a_message() -> None:
 def test_readme_compose_and_run_commands_match_the_files() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "docker compose up -d" in readme
-    run_lines = [line for line in readme.splitlines() if line.startswith("docker run ")]
-    assert run_lines
-    for line in run_lines:
-        args: list[Any] = shlex.split(line.rstrip("\\"))
-        assert "-p" in args and "22222:22222" in args
+    ours = [shlex.split(line.rstrip("\\")) for line in readme.splitlines() if line.startswith("docker run ")]
+    ours = [args for args in ours if "bing-chat-api" in args]  # not the Open WebUI or NextChat lines
+    assert len(ours) == 3
+    for args in ours:
+        assert args[args.index("-p") + 1] == "22222:22222"
+    assert "$PWD/data:/data:ro" in ours[0]  # the folder the compose file mounts too
+    assert ours[1][ours[1].index("-e") : ours[1].index("-e") + 2] == ["-e", "BING_COOKIES_FILE="]

@@ -39,8 +39,10 @@ def browser_missing(reason: str) -> None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped on purpose: while Playwright's sync API is open, its event loop counts as
+    running in the main thread, and a later test's `asyncio.run()` would refuse to start."""
     if not Path(CHROMIUM).exists():
         browser_missing(f"Chromium not found at {CHROMIUM}")
     try:

@@ -40,9 +40,9 @@ def request_id_from(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-def is_chat(path: str) -> bool:
-    """A chat completion request, under any of the served prefixes."""
-    return path.endswith("/chat/completions")
+def is_chat(method: str, path: str) -> bool:
+    """A chat completion request, under any of the served prefixes (not a CORS preflight)."""
+    return method == "POST" and path.endswith("/chat/completions")
 
 
 def is_quiet(path: str) -> bool:
@@ -114,7 +114,7 @@ class RequestLog:
             return
         record = RequestRecord(request_id_from(scope), scope["method"], scope["path"])
         tap = ResponseTap(record, send)
-        chat = is_chat(record.path)
+        chat = is_chat(record.method, record.path)
         token = CURRENT.set(record)
         if chat:
             metrics.IN_PROGRESS.inc()

@@ -48,6 +48,8 @@ def settled(before: Samples, after: Samples, **labels: str) -> Samples | None:
 
 def test_metrics_move_with_real_requests(base_url: str, emulator: BingEmulator) -> None:
     before = scrape(base_url)
+    preflight = {"origin": "http://ui.example", "access-control-request-method": "POST"}
+    assert httpx.options(f"{base_url}/v1/chat/completions", headers=preflight).status_code == 200
     with openai_client(base_url) as client:
         list(client.chat.completions.create(model="precise", messages=user("hi"), stream=True))
         client.chat.completions.create(model="gpt-4", messages=user("hi"))  # an alias of creative
@@ -81,6 +83,12 @@ def test_metrics_move_with_real_requests(base_url: str, emulator: BingEmulator) 
     assert value(after, "bingapi_account_state", account="default", state="healthy") == 0
     assert value(after, "bingapi_accounts_usable") == 0
     assert value(after, "bingapi_requests_in_progress") == 0
+    assert not any(  # the CORS preflight is not a chat completion
+        name == "bingapi_requests_total"
+        and dict(labels)["model"] == "none"
+        and after[name, labels] != before.get((name, labels), 0.0)
+        for name, labels in after
+    )
 
 
 def test_open_upstream_sockets_are_counted_while_a_stream_runs(base_url: str) -> None:

@@ -6,12 +6,13 @@ import argparse
 import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 
 from apis.app import create_app
 from utils.logging import setup_logging
-from utils.settings import get_settings
+from utils.settings import Settings, get_settings
 
 log = logging.getLogger("apis.chat_api")
 GRACE_MARGIN_SECONDS = 3
@@ -31,14 +32,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the server until interrupted."""
     args = parse_args(argv)
     settings = get_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     if args.demo:
         settings = settings.model_copy(update={"demo": True})
         log.info("demo mode: answers come from the built-in Bing emulator, not from Bing")
+    check_accounts_file(settings)
     common = {
         "host": args.host,
         "port": args.port,
         "log_level": settings.log_level.lower(),
+        # Our own line per request (apis/requestlog.py) replaces uvicorn's access log, and uvicorn's
+        # messages go through the root handler, so LOG_FORMAT=json covers them too.
+        "access_log": False,
+        "log_config": None,
         # uvicorn's hard stop comes after our grace period, so cut streams can say goodbye first.
         "timeout_graceful_shutdown": graceful_timeout(settings.shutdown_grace_seconds),
     }
@@ -48,6 +54,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         uvicorn.run("apis.app:create_app", factory=True, reload=True, **common)
     else:
         uvicorn.run(create_app(settings), **common)
+
+
+def check_accounts_file(settings: Settings) -> None:
+    """Exit with a plain message (not a traceback) when BING_COOKIES_FILE names a missing file."""
+    path = settings.bing_cookies_file
+    if path and not settings.demo and not Path(path).is_file():
+        log.error(
+            "BING_COOKIES_FILE=%s does not exist: mount the accounts file there (see README, Deployment), "
+            "or set BING_COOKIES_FILE= (empty) to use BING_COOKIES",
+            path,
+        )
+        raise SystemExit(2)
 
 
 def graceful_timeout(grace: float) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     warm_sockets: bool = True
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # one JSON object per log line with `json`
     # Serve answers from the built-in Bing emulator instead of Bing (also `--demo`).
     demo: bool = False
 

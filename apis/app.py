@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from apis import __version__
 from apis.errors import CatchAll, install_error_handlers
 from apis.health import HealthRecord
+from apis.images import images_router
 from apis.limits import RequestLimits
 from apis.middleware import NormalizePath
 from apis.routes import openai_router, service_router
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for prefix in PREFIXES:
         app.include_router(openai_router, prefix=prefix, include_in_schema=prefix == "/v1")
+        app.include_router(images_router, prefix=prefix, include_in_schema=prefix == "/v1")
     app.include_router(service_router)
     app.add_middleware(CatchAll)
     app.add_middleware(Draining, settings=settings)  # SHUTDOWN_GRACE_SECONDS, then 503 (apis/shutdown.py)
@@ -100,6 +102,7 @@ async def start_demo(stack: AsyncExitStack, settings: Settings) -> Settings:
         update={
             "bing_create_url": emulator.create_url,
             "bing_chathub_url": emulator.chathub_url,
+            "bing_web_url": emulator.web_url,
             "bing_cookies": "",
             "bing_proxy": None,
             "account_max_rest": 3.0,  # a fault tried in the demo must not bench its only account

@@ -16,10 +16,12 @@ import httpx
 from conversations.account_file import AccountWatcher
 from conversations.accounts import Account, AccountPool, record_outcome, state_for
 from conversations.composer import ComposedPrompt, Limits, check_context
+from conversations.drawing import with_images
 from conversations.models import ModelSpec
 from conversations.pool import WarmPool
 from conversations.request import build_chat_request
 from conversations.threads import ChatThread, ConversationStore, thread_key
+from conversations.vision import attach_image
 from messagers.answer import AnswerState, advance, merge_deltas, start_answer
 from messagers.events import (
     AnswerEvent,
@@ -190,12 +192,16 @@ async def run_on_thread(
 ) -> AsyncGenerator[AnswerEvent, None]:
     """One attempt on `thread`, remembering the conversation when the answer completes."""
     parts: list[str] = []
-    async for event in run_attempt(plan, upstream, thread):
-        if isinstance(event, ContentDelta):
-            parts.append(event.text)
-        elif isinstance(event, Finished):
-            await keep_thread(plan, upstream, thread, event, "".join(parts))
-        yield event
+    owner = upstream.accounts.get(thread.account)  # issue 6: Bing's image requests, drawn by this account
+    cookies = owner.cookies if owner is not None else ""
+    attempt = with_images(run_attempt(plan, upstream, thread), upstream.http, upstream.settings, cookies)
+    async with aclosing(attempt) as events:
+        async for event in events:
+            if isinstance(event, ContentDelta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                await keep_thread(plan, upstream, thread, event, "".join(parts))
+            yield event
 
 
 async def claim_thread(plan: TurnPlan, upstream: Upstream) -> ChatThread | None:
@@ -266,6 +272,8 @@ async def run_attempt(
     owner = upstream.accounts.get(thread.account)
     cookies = owner.cookies if owner is not None else ""
     request = build_chat_request(plan.prompt, session, plan.model, settings.bing_locale, turn=thread.turns)
+    if plan.prompt.image is not None:  # issue 6: vision input, uploaded with this account for this turn
+        await attach_image(request, plan.prompt.image, upstream.http, settings, cookies)
     socket = ChatHubSocket(
         chathub_url(settings.bing_chathub_url, session.access_token),
         chathub_headers(cookies, settings.bing_locale),

@@ -1,0 +1,129 @@
+"""Images for the routes: a chat plan's picture made ready, and `POST /v1/images/generations`.
+
+Image creation runs on a signed-in account from the AccountPool (its concurrency cap applies) and
+fails over, up to FAILOVER_ATTEMPTS, to another account when one has no boosts left, is not signed
+in, or Bing cannot be reached. Those failures never bench the account for chat.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from conversations.accounts import Account
+from conversations.turn import TurnPlan, Upstream
+from conversations.vision import prepare_attachment
+from networks.bing_images import create_images, download
+from utils.errors import (
+    ImageCoinsExhausted,
+    ImageSignInRequired,
+    InvalidRequest,
+    ProxyError,
+    UpstreamAuthFailed,
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamUnreachable,
+)
+
+log = logging.getLogger(__name__)
+IMAGES_PER_PROMPT = 4  # what one Image Creator run makes
+RETRYABLE = (ImageCoinsExhausted, ImageSignInRequired, UpstreamAuthFailed, UpstreamUnreachable)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageJob:
+    """One `images.generate` request, validated."""
+
+    prompt: str
+    n: int
+    response_format: str  # "url" | "b64_json"
+
+
+async def prepare_plan_images(plan: TurnPlan, upstream: Upstream) -> TurnPlan:
+    """The plan with its prompt's picture decoded or fetched, checked and downscaled (400 otherwise)."""
+    image = plan.prompt.image
+    if image is None:
+        return plan
+    ready = await prepare_attachment(image, upstream.http, upstream.settings)
+    return replace(plan, prompt=replace(plan.prompt, image=ready))
+
+
+def image_job(prompt: str, n: int | None, response_format: str | None, max_chars: int) -> ImageJob:
+    """Validate an images request; raises InvalidRequest."""
+    text = prompt.strip()
+    if not text:
+        raise InvalidRequest("The prompt is empty.", param="prompt")
+    if len(text) > max_chars:
+        raise InvalidRequest(
+            f"The prompt has {len(text)} characters; at most {max_chars} are accepted.", param="prompt"
+        )
+    count = 1 if n is None else n
+    if not 1 <= count <= IMAGES_PER_PROMPT:
+        raise InvalidRequest(
+            f"Bing makes 1 to {IMAGES_PER_PROMPT} images per prompt: `n` must be in that range.", param="n"
+        )
+    return ImageJob(text, count, response_format or "url")
+
+
+async def generate_images(job: ImageJob, upstream: Upstream) -> dict[str, Any]:
+    """The OpenAI images response for `job`; raises ProxyError."""
+    urls = (await create_with_failover(job.prompt, upstream))[: job.n]
+    if job.response_format == "b64_json":
+        data = [{"b64_json": await image_base64(url, upstream)} for url in urls]
+    else:
+        data = [{"url": url} for url in urls]
+    return {"created": int(time.time()), "data": data}
+
+
+async def create_with_failover(prompt: str, upstream: Upstream) -> list[str]:
+    """Image Creator on signed-in accounts, the next one after an account-level failure."""
+    accounts = upstream.accounts
+    tried = {a.name for a in accounts.accounts.values() if not signed_in(a)}
+    if len(tried) == len(accounts):
+        raise ImageSignInRequired(
+            "Image creation needs a signed-in Bing account (a `_U` cookie); none is configured."
+        )
+    failures: list[UpstreamError] = []
+    while True:
+        account = await accounts.acquire(tried, upstream.settings.create_timeout)
+        if account is None:
+            raise failures[-1] if failures else accounts.unavailable_error()
+        failure: UpstreamError | None = None
+        try:
+            return await create_images(upstream.http, upstream.settings, account.cookies, prompt)
+        except UpstreamError as exc:
+            failure = exc
+            failures.append(exc)
+            if not isinstance(exc, RETRYABLE) or len(failures) >= upstream.settings.failover_attempts:
+                raise
+            log.info("image creation failed on account %s (%s); failing over", account.name, exc.code)
+            tried.add(account.name)
+        finally:
+            await accounts.release(account, failure)
+
+
+def signed_in(account: Account) -> bool:
+    """Image Creator needs Bing's `_U` sign-in cookie."""
+    return any(
+        part.strip().startswith("_U=") and len(part.strip()) > 3 for part in account.cookies.split(";")
+    )
+
+
+async def image_base64(url: str, upstream: Upstream) -> str:
+    """One of Bing's pictures fetched and base64-encoded (for `response_format: b64_json`)."""
+    settings = upstream.settings
+
+    def failure(reason: str) -> ProxyError:
+        return UpstreamBadResponse(f"Fetching a picture Bing made failed: {reason}.")
+
+    fetched = await download(
+        upstream.http,
+        url,
+        max_bytes=settings.max_image_bytes,
+        timeout=settings.image_fetch_timeout,
+        failure=failure,
+    )
+    return base64.b64encode(fetched.content).decode()

@@ -15,9 +15,9 @@ from dataclasses import replace
 
 import httpx
 
+from conversations.creator import create_images
 from messagers.events import AnswerEvent, ContentDelta, Finished, ImageRequested, Waiting
 from messagers.images import image_markdown
-from networks.bing_images import create_images
 from utils.errors import ContentPolicyViolation, ImageCreationFailed, ProxyError
 from utils.settings import Settings
 

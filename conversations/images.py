@@ -14,9 +14,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from conversations.accounts import Account
+from conversations.creator import create_images
 from conversations.turn import TurnPlan, Upstream
 from conversations.vision import prepare_attachment
-from networks.bing_images import create_images, download
+from networks.bing_images import download
 from utils.errors import (
     ImageCoinsExhausted,
     ImageSignInRequired,

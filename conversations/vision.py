@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import io
+import json
 import math
 from base64 import b64decode
 from dataclasses import replace
@@ -21,8 +22,9 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from conversations.composer import ImageAttachment
-from networks.bing_images import download, upload_image
-from utils.errors import InvalidImage, ProxyError
+from messagers.images import blob_image_url, kblob_blob_id, kblob_request
+from networks.bing_images import download, post_kblob
+from utils.errors import InvalidImage, ProxyError, UpstreamBadResponse
 from utils.settings import Settings
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP"})
@@ -143,8 +145,31 @@ async def attach_image(
 ) -> None:
     """Upload the picture for this turn's conversation and point the chat frame's message at it."""
     argument = request["arguments"][0]
-    image_url = await upload_image(
-        http, settings, cookies, attachment.data, str(argument["conversationId"]), str(argument["tone"])
-    )
+    knowledge = kblob_request(str(argument["conversationId"]), str(argument["tone"]))
+    image_url = await upload_image(http, settings, cookies, knowledge, attachment)
     argument["message"]["imageUrl"] = image_url
     argument["message"]["originalImageUrl"] = image_url
+
+
+async def upload_image(
+    http: httpx.AsyncClient,
+    settings: Settings,
+    cookies: str,
+    knowledge: dict[str, Any],
+    image: ImageAttachment,
+) -> str:
+    """The `imageUrl` of the uploaded picture; raises InvalidImage (400) when Bing refuses it (no
+    blobId) and UpstreamBadResponse (502) for any other answer than JSON with HTTP 200."""
+    answer = await post_kblob(http, settings, cookies, knowledge, image.data)
+    if answer.status != 200:
+        raise UpstreamBadResponse(f"Bing's image upload answered HTTP {answer.status}.")
+    try:
+        body = json.loads(answer.text)
+    except ValueError as exc:
+        raise UpstreamBadResponse("Bing's image upload answered something other than JSON.") from exc
+    blob_id = kblob_blob_id(body)
+    if blob_id is None:
+        raise InvalidImage(
+            "Bing refused the uploaded image (no blobId): try another picture.", param=image.param
+        )
+    return blob_image_url(settings.web_base, blob_id)

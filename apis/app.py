@@ -103,7 +103,7 @@ async def start_demo(stack: AsyncExitStack, settings: Settings) -> Settings:
             "bing_create_url": emulator.create_url,
             "bing_chathub_url": emulator.chathub_url,
             "bing_web_url": emulator.web_url,
-            "bing_cookies": "",
+            "bing_cookies": "_U=emulator-demo",  # signed in, so the demo can draw (Image Creator)
             "bing_proxy": None,
             "account_max_rest": 3.0,  # a fault tried in the demo must not bench its only account
         }

@@ -42,6 +42,7 @@ def health_report(
         "upstream": {
             "create_host": urlsplit(settings.bing_create_url).netloc,
             "chathub_host": urlsplit(settings.bing_chathub_url).netloc,
+            "web_host": urlsplit(settings.bing_web_url).netloc,
             "demo": settings.demo,
         },
         "accounts": {"total": len(views), "usable": usable, "states": dict(states)},

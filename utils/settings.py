@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     api_keys: Annotated[str, Field(repr=False)] = ""
     admin_key: Annotated[str, Field(repr=False)] = ""
     cors_origins: str = "*"
-    max_body_bytes: int = 2_000_000
+    max_body_bytes: int = 20_000_000  # room for a `data:` picture (MAX_IMAGE_BYTES, base64)
     max_messages: int = 500
     rate_limit_per_minute: int = 0  # per API key (or per client address when keys are off); 0 = off
     account_concurrency: int = 4

@@ -301,3 +301,17 @@ def test_no_signed_in_account_is_a_clear_error(emulator: BingEmulator) -> None:
         with pytest.raises(openai.InternalServerError) as caught:
             client.images.generate(prompt="a kite")
         assert caught.value.code == "upstream_auth_failed" and "signed-in" in caught.value.message
+
+
+def test_a_chat_continues_after_pictures_and_takes_a_picture_on_a_later_turn(
+    client: OpenAI, emulator: BingEmulator
+) -> None:
+    first = [{"role": "user", "content": "Draw a red fox in the snow"}]
+    drawn, _ = ask(client, first)
+    continued = emulator.continued_chat_count
+    follow_up = [*first, {"role": "assistant", "content": drawn}, *with_image(data_url(picture(16, 16)))]
+    content, reason = ask(client, follow_up, stream=True)
+    request = emulator.chat_requests[-1]
+    assert emulator.continued_chat_count == continued + 1 and request["isStartOfSession"] is False
+    assert emulator.uploads[-1].conversation_id == request["conversationId"]
+    assert "16x16 PNG" in content and reason == "stop"

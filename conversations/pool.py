@@ -14,6 +14,9 @@ from utils.errors import UpstreamCaptcha, UpstreamError, UpstreamRateLimited
 
 log = logging.getLogger(__name__)
 BACKOFF_START, BACKOFF_MAX, QUOTA_BACKOFF = 1.0, 60.0, 600.0
+# A take is a turn about to open its socket: its refill waits this long so that the create does not
+# compete with that turn for the event loop before its first token.
+REFILL_DELAY = 0.02
 
 
 class WarmPool:
@@ -58,6 +61,8 @@ class WarmPool:
             self._drop_old()
             if len(self._ready) >= self.size:
                 await self._sleep_until_needed()
+                if len(self._ready) < self.size:  # a turn took one just now
+                    await asyncio.sleep(REFILL_DELAY)
                 continue
             try:
                 session = await self._create()

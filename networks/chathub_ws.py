@@ -54,6 +54,7 @@ class ChatHubSocket:
         self._url, self._headers, self._proxy, self._open_timeout = url, headers, proxy, open_timeout
         self._compression = "deflate" if compression else None
         self._ws: ClientConnection | None = None
+        self._greeting = ""  # the initial type 6 record, sent with the first message after the handshake
 
     async def __aenter__(self) -> ChatHubSocket:
         self._ws = await self._connect()
@@ -79,8 +80,11 @@ class ChatHubSocket:
             self._ws.transport.abort()
 
     async def send(self, text: str) -> None:
-        """Send one websocket text message."""
+        """Send one websocket text message (the first carries the initial ping record too: SignalR
+        records are delimited by 0x1E, so one message may hold several, and it saves a write)."""
         assert self._ws is not None
+        if self._greeting:
+            text, self._greeting = self._greeting + text, ""
         try:
             await self._ws.send(text)
         except ConnectionClosed as exc:
@@ -135,7 +139,7 @@ class ChatHubSocket:
         error = handshake_error(reply if isinstance(reply, str) else reply.decode("utf-8", "replace"))
         if error:
             raise UpstreamClosed(f"Bing refused the websocket handshake: {error}.")
-        await ws.send(PING)
+        self._greeting = PING
 
 
 def handshake_error(reply: str) -> str | None:

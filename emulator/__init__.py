@@ -36,7 +36,8 @@ Ways to make it misbehave, from the narrowest to the broadest:
   `image_language`, `image_unavailable`, `no_coins`), answer `Pending` (`image_pending`), never
   finish (`image_timeout`), show placeholders (`image_placeholder`) or want `rt=3`
   (`image_rt3`); `Faults.upload` (`upload_refused`, `upload_http500`) breaks kblob. Anonymous
-  accounts (no `_U`) are redirected to sign in. A chat prompt with `emulate:draw`
+  accounts (no `_U`) are redirected to sign in. In Creative and Precise (`gencontentv3`), a chat
+  prompt with `emulate:draw`
   (`emulate:draw=quiet`: no answer text), an image fault directive, or starting "Draw ..." /
   "Create an image of ..." is answered with a `GenerateContentQuery` (`contentType: IMAGE`); a chat
   frame whose `message.imageUrl` is not an uploaded blob is refused (`InvalidRequest`). Records:

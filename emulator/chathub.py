@@ -155,7 +155,8 @@ class ChatSession:
             return early
         fault, throttling = self._count_turn(conv, fault)
         context = self._context(arg, conv, directives, throttling, request_id)
-        if fault is None and wants_drawing(context.prompt, directives):
+        if fault is None and "gencontentv3" in _list(arg, "optionsSets") and wants_drawing(
+                context.prompt, directives):
             turn = plan_draw(context, directives)
         else:
             turn = plan_turn(context, fault)

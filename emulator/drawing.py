@@ -1,5 +1,6 @@
 """Chat turns that ask the client to draw: a short answer, then a `GenerateContentQuery` (IMAGE).
 
+Only tones whose `optionsSets` carry `gencontentv3` (Creative, Precise) draw (PROTOCOL.md §6.1).
 A prompt asks for a picture when it carries `emulate:draw` (`emulate:draw=quiet`: no answer text,
 only the query), an Image Creator fault directive (`emulate:image_blocked`, ...; carried into the
 image prompt so Image Creator applies it), or starts like a drawing request ("draw ...", "create an

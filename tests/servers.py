@@ -52,7 +52,7 @@ def service_settings(emulator: Any, **overrides: Any) -> Settings:
         "bing_chathub_url": emulator.chathub_url,
         "bing_web_url": emulator.web_url,
         "image_poll_interval": 0.05,
-        "image_create_timeout": 1.5,
+        "image_create_timeout": 1.0,
         "image_fetch_timeout": 2.0,
         "create_timeout": 2.0,
         "connect_timeout": 2.0,

@@ -103,12 +103,20 @@ def test_anonymous_accounts_are_sent_to_sign_in_and_rt3_redirects(emu: BingEmula
 
 
 def test_a_drawing_prompt_gets_a_generate_content_query(emu: BingEmulator) -> None:
-    records = flat(ask(emu, "Draw a blue whale emulate:image_placeholder"))
+    session = new_session(emu)
+    arg = chat_arg(session, "Draw a blue whale emulate:image_placeholder")
+    arg["optionsSets"].append("gencontentv3")
+    with open_ws(emu, session.token) as ws:
+        send_chat(ws, arg)
+        records = flat(read_turn(ws))
     final = next(r for r in records if r.get("type") == 2)["item"]
     query = final["messages"][-1]
     assert (query["messageType"], query["contentType"]) == ("GenerateContentQuery", "IMAGE")
     assert query["text"] == "a blue whale emulate:image_placeholder"
     assert final["messages"][-2]["text"] == "I'll try to create that."
+    plain = flat(ask(emu, "Draw a blue whale"))  # without gencontentv3 (Balanced) Bing just talks
+    item = next(r for r in plain if r.get("type") == 2)["item"]
+    assert all(m.get("messageType") != "GenerateContentQuery" for m in item["messages"])
 
 
 def image_turn(emu: BingEmulator, image_url: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ in, or Bing cannot be reached. Those failures never bench the account for chat.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -73,7 +74,8 @@ async def generate_images(job: ImageJob, upstream: Upstream) -> dict[str, Any]:
     """The OpenAI images response for `job`; raises ProxyError."""
     urls = (await create_with_failover(job.prompt, upstream))[: job.n]
     if job.response_format == "b64_json":
-        data = [{"b64_json": await image_base64(url, upstream)} for url in urls]
+        encoded = await asyncio.gather(*(image_base64(url, upstream) for url in urls))
+        data = [{"b64_json": text} for text in encoded]
     else:
         data = [{"url": url} for url in urls]
     return {"created": int(time.time()), "data": data}

@@ -26,8 +26,9 @@ from utils.settings import Settings, get_settings
 
 PREFIXES = ("/v1", "", "/api", "/api/v1")
 DESCRIPTION = (
-    "OpenAI-compatible chat completions over Bing Chat. Point any OpenAI client's base URL at "
-    "`http://<host>:22222/v1`. Models: precise, balanced, creative, and their `-offline` variants."
+    "OpenAI-compatible chat completions over Bing Chat and Microsoft Copilot. Point any OpenAI "
+    "client's base URL at `http://<host>:22222/v1`. Models: precise, balanced, creative, and their "
+    "`-offline` variants (Bing); copilot, copilot-reasoning and copilot-smart (Copilot)."
 )
 
 
@@ -75,8 +76,14 @@ def lifespan(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def open_upstream(settings: Settings, http: httpx.AsyncClient) -> Upstream:
-    """Accounts (from BING_COOKIES or the accounts file, which must parse), their warm pools, the store."""
-    source = AccountSource(settings.bing_cookies, settings.bing_cookies_file)
+    """Accounts (BING_COOKIES or the accounts file, which must parse, plus COPILOT_*), their warm
+    pools, the store."""
+    source = AccountSource(
+        settings.bing_cookies,
+        settings.bing_cookies_file,
+        settings.copilot_cookies,
+        settings.copilot_access_token,
+    )
     accounts = AccountPool(source.load(), settings.account_concurrency, settings.account_max_rest)
     watcher = AccountWatcher(source, accounts) if settings.bing_cookies_file else None
     store = MemoryStore(settings.conversation_store_size, settings.conversation_store_ttl)
@@ -104,6 +111,10 @@ async def start_demo(stack: AsyncExitStack, settings: Settings) -> Settings:
             "bing_chathub_url": emulator.chathub_url,
             "bing_web_url": emulator.web_url,
             "bing_cookies": "_U=emulator-demo",  # signed in, so the demo can draw (Image Creator)
+            "copilot_url": emulator.copilot_url,
+            "copilot_ws_url": emulator.copilot_ws_url,
+            "copilot_cookies": "__Host-copilot-anon=demo",  # the emulator's anonymous Copilot user
+            "copilot_access_token": "",
             "bing_proxy": None,
             "account_max_rest": 3.0,  # a fault tried in the demo must not bench its only account
         }

@@ -43,9 +43,18 @@ def health_report(
             "create_host": urlsplit(settings.bing_create_url).netloc,
             "chathub_host": urlsplit(settings.bing_chathub_url).netloc,
             "web_host": urlsplit(settings.bing_web_url).netloc,
+            "copilot_host": urlsplit(settings.copilot_url).netloc,
+            "copilot_ws_host": urlsplit(settings.copilot_ws_url).netloc,
             "demo": settings.demo,
         },
         "accounts": {"total": len(views), "usable": usable, "states": dict(states)},
+        "upstreams": {  # which models can answer: the accounts of each upstream
+            name: {
+                "accounts": sum(1 for view in views if view["upstream"] == name),
+                "usable": sum(1 for view in views if view["upstream"] == name and view["usable"]),
+            }
+            for name in ("bing", "copilot")
+        },
         "last_success_at": record.last_success_at,
         "last_failure": (
             {"code": record.last_failure_code, "at": record.last_failure_at}

@@ -15,7 +15,7 @@ from apis.health import health_report
 from apis.schemas import ChatRequest, check_supported
 from apis.streaming import ClientGone, collect_completion, sse_body, until_disconnect
 from conversations.images import prepare_plan_images
-from conversations.models import CREATED, ModelSpec, list_models
+from conversations.models import COPILOT, CREATED, ModelSpec, list_models
 from conversations.plan import plan_turn
 from conversations.turn import Upstream, open_answer
 from messagers.chunks import new_context
@@ -29,7 +29,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @openai_router.post("/chat/completions", response_model=None)
 async def create_chat_completion(body: ChatRequest, request: Request) -> Response:
-    """OpenAI chat completions over one Bing turn; errors before the first byte get real statuses."""
+    """OpenAI chat completions over one upstream turn; errors before the first byte get real statuses."""
     check_supported(body)
     upstream: Upstream = request.app.state.upstream
     messages = [message.model_dump() for message in body.messages]
@@ -56,7 +56,7 @@ async def create_chat_completion(body: ChatRequest, request: Request) -> Respons
 
 @openai_router.get("/models")
 async def list_model_objects(request: Request) -> dict[str, Any]:
-    """Every model id (the six Bing models and the configured aliases)."""
+    """Every model id (the six Bing models, the three Copilot ones, and the configured aliases)."""
     entries = list_models(request.app.state.settings.alias_map)
     return {"object": "list", "data": [model_object(name, spec) for name, spec in entries]}
 
@@ -98,13 +98,18 @@ async def root(request: Request) -> dict[str, Any]:
 
 
 def model_object(name: str, spec: ModelSpec) -> dict[str, Any]:
-    """A model in OpenAI's shape, with a description and what it maps to."""
-    return {
+    """A model in OpenAI's shape, with a description, its upstream and what it maps to there."""
+    body: dict[str, Any] = {
         "id": name,
         "object": "model",
         "created": CREATED,
-        "owned_by": "bing",
+        "owned_by": spec.upstream,
         "description": spec.description if name == spec.id else f"Alias of `{spec.id}`. {spec.description}",
-        "tone": spec.tone.lower(),
-        "web_search": spec.search,
+        "upstream": spec.upstream,
     }
+    if spec.upstream == COPILOT:
+        body["mode"] = spec.mode
+    else:
+        body["tone"] = spec.tone.lower()
+        body["web_search"] = spec.search
+    return body

@@ -19,11 +19,12 @@ from messagers.chunks import (
     completion,
     content_chunk,
     finish_chunk,
+    reasoning_chunk,
     role_chunk,
     usage_chunk,
     usage_of,
 )
-from messagers.events import ContentDelta, Finished
+from messagers.events import ContentDelta, Finished, ImageGenerated, ReasoningDelta, Waiting
 from messagers.sse import DONE, encode_data
 from utils.errors import ProxyError, ServerShuttingDown, UpstreamBadResponse, UpstreamError
 
@@ -46,6 +47,7 @@ async def sse_body(
     """
     pending = encode_data(role_chunk(ctx))
     parts: list[str] = []
+    thoughts: list[str] = []
     try:
         async with aclosing(answer.events()) as events:
             while True:
@@ -57,17 +59,24 @@ async def sse_body(
                     parts.append(event.text)
                     yield pending + encode_data(content_chunk(ctx, event.text))
                     pending = b""
+                elif isinstance(event, ReasoningDelta):
+                    thoughts.append(event.text)
+                    yield pending + encode_data(reasoning_chunk(ctx, event.text))
+                    pending = b""
                 elif isinstance(event, Finished):
                     tail = encode_data(finish_chunk(ctx, event))
                     if ctx.include_usage:
-                        tail += encode_data(usage_chunk(ctx, usage_of(prompt_text, "".join(parts))))
+                        usage = usage_of(prompt_text, "".join(parts), "".join(thoughts))
+                        tail += encode_data(usage_chunk(ctx, usage))
                     health.record_success()
                     yield pending + tail + DONE
                     return
-                elif pending:  # Waiting: the stream opened before any text; show the role now
+                elif isinstance(event, (Waiting, ImageGenerated)) and pending:
+                    # The stream opened before any text: show the role now. (Citations and
+                    # suggestions are ignored here: `Finished` lists them all again.)
                     yield pending
                     pending = b""
-        raise UpstreamBadResponse("Bing's answer ended without a final frame.")
+        raise UpstreamBadResponse("The upstream's answer ended without a final frame.")
     except ServerShuttingDown as exc:  # the upstream socket is closed by now
         log.info("a stream was ended by the shutdown")
         yield pending + encode_data(exc.envelope()) + DONE
@@ -84,14 +93,17 @@ async def sse_body(
 async def collect_completion(answer: Answer, ctx: ChunkContext, prompt_text: str) -> dict[str, Any]:
     """Fold the whole answer into one `chat.completion`; raises ProxyError on failure."""
     parts: list[str] = []
+    thoughts: list[str] = []
     async with aclosing(answer.events()) as events:
         async for event in events:
             if isinstance(event, ContentDelta):
                 parts.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                thoughts.append(event.text)
             elif isinstance(event, Finished):
-                content = "".join(parts)
-                return completion(ctx, content, event, usage_of(prompt_text, content))
-    raise UpstreamBadResponse("Bing's answer ended without a final frame.")
+                content, reasoning = "".join(parts), "".join(thoughts)
+                return completion(ctx, content, event, usage_of(prompt_text, content, reasoning), reasoning)
+    raise UpstreamBadResponse("The upstream's answer ended without a final frame.")
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:

@@ -1,4 +1,5 @@
-"""The account pool: Bing accounts (cookie sets), each with a health state, shared out fairly.
+"""The account pool: upstream accounts (Bing cookie sets, Copilot tokens or cookies), each with a
+health state, shared out fairly among the requests for its upstream.
 
 An account is healthy, cooling down (Throttled, until its retry time), needing a captcha, expired
 (cookies rejected) or blocked. Bad states are re-probed after a while, so an account that a human
@@ -15,13 +16,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from conversations.models import BING, COPILOT
 from conversations.pool import WarmPool
 from utils.errors import (
     CAPTCHA_HELP,
+    COPILOT_CLOUDFLARE_HELP,
     UpstreamAccountBlocked,
     UpstreamAuthFailed,
     UpstreamCaptcha,
     UpstreamError,
+    UpstreamNotConfigured,
     UpstreamRateLimited,
 )
 
@@ -45,7 +49,7 @@ DEFAULT_COOLDOWN = 3600.0
 
 @dataclass(slots=True)
 class Account:
-    """One upstream account; `cookies` never leaves the process (see `public_view`)."""
+    """One upstream account; `cookies` and `token` never leave the process (see `public_view`)."""
 
     name: str
     cookies: str = field(repr=False)
@@ -57,11 +61,18 @@ class Account:
     failures: int = 0
     in_flight: int = 0
     pool: WarmPool | None = field(default=None, repr=False)
+    upstream: str = BING  # "bing" | "copilot"
+    token: str = field(default="", repr=False)  # Copilot's access token (Authorization: Bearer)
 
     @property
     def fingerprint(self) -> str:
-        """A digest of the cookies: a conversation only continues under the cookies that made it."""
-        return hashlib.sha256(self.cookies.encode()).hexdigest()[:16]
+        """A digest of the credentials: a conversation only continues under those that made it."""
+        return hashlib.sha256(f"{self.upstream}\x00{self.cookies}\x00{self.token}".encode()).hexdigest()[:16]
+
+    @property
+    def signed_in(self) -> bool:
+        """Bing: a `_U` cookie; Copilot: an access token."""
+        return bool(self.token) if self.upstream == COPILOT else "_U=" in self.cookies
 
     def usable(self, now: float) -> bool:
         """Healthy, or a bad state whose time is up (then the next turn is its probe)."""
@@ -71,6 +82,7 @@ class Account:
         """What an operator may see: never the cookies."""
         return {
             "name": self.name,
+            "upstream": self.upstream,
             "state": self.state.value,
             "usable": self.usable(now),
             "retry_at": self.until if self.state is not AccountState.HEALTHY else None,
@@ -79,7 +91,7 @@ class Account:
             "uses": self.uses,
             "failures": self.failures,
             "in_flight": self.in_flight,
-            "signed_in": "_U=" in self.cookies,
+            "signed_in": self.signed_in,
             "warm_conversations": len(self.pool) if self.pool is not None else 0,
         }
 
@@ -126,13 +138,19 @@ class AccountPool:
         now = time.time()
         return any(a.usable(now) for a in self.accounts.values())
 
-    async def acquire(self, exclude: set[str], wait: float, name: str | None = None) -> Account | None:
-        """A usable account not in `exclude` (or the one called `name`), waiting up to `wait` s for a
-        free slot; None when none is usable at all."""
+    def serving(self, upstream: str) -> list[Account]:
+        """The accounts of one upstream."""
+        return [a for a in self.accounts.values() if a.upstream == upstream]
+
+    async def acquire(
+        self, exclude: set[str], wait: float, name: str | None = None, *, upstream: str = BING
+    ) -> Account | None:
+        """A usable account of `upstream` not in `exclude` (or the one called `name`), waiting up to
+        `wait` s for a free slot; None when none is usable at all."""
         deadline = time.monotonic() + wait
         async with self._freed:
             while True:
-                candidates = self._candidates(exclude, name)
+                candidates = self._candidates(exclude, name, upstream)
                 if not candidates:
                     return None
                 free = [a for a in candidates if a.in_flight < self.concurrency]
@@ -151,19 +169,21 @@ class AccountPool:
             account.in_flight = max(account.in_flight - 1, 0)
             self._freed.notify_all()
 
-    def unavailable_error(self) -> UpstreamError:
-        """The error for 'no account can serve': busy (retry in a second) while some account is
-        usable, else the soonest-recovering account's reason."""
+    def unavailable_error(self, upstream: str = BING) -> UpstreamError:
+        """The error for 'no account of `upstream` can serve': none configured; busy (retry in a
+        second) while some account is usable; else the soonest-recovering account's reason."""
         now = time.time()
-        if any(a.usable(now) for a in self.accounts.values()):  # only busy, not broken
+        mine = self.serving(upstream)
+        if not mine:
+            return not_configured_error(upstream)
+        if any(a.usable(now) for a in mine):  # only busy, not broken
             return UpstreamRateLimited(
                 "Every usable account is busy (ACCOUNT_CONCURRENCY); retry shortly.",
                 headers={"Retry-After": "1"},
             )
-        bad = list(self.accounts.values())
-        soonest = min(bad, key=lambda a: a.until)
+        soonest = min(mine, key=lambda a: a.until)
         wait = str(max(int(soonest.until - now), 1))
-        return error_for_state(soonest.state, wait, len(self.accounts))
+        return error_for_state(soonest.state, wait, len(mine), upstream)
 
     def replace_accounts(self, fresh: list[Account]) -> tuple[list[Account], list[Account]]:
         """Adopt a re-read account list: unchanged accounts (same name and cookies) keep their state.
@@ -174,7 +194,7 @@ class AccountPool:
         added: list[Account] = []
         for account in fresh:
             previous = self.accounts.get(account.name)
-            if previous is not None and previous.cookies == account.cookies:
+            if previous is not None and previous.fingerprint == account.fingerprint:
                 merged[account.name] = previous
             else:
                 merged[account.name] = account
@@ -188,12 +208,16 @@ class AccountPool:
         now = time.time()
         return [a.public_view(now) for a in self.accounts.values()]
 
-    def _candidates(self, exclude: set[str], name: str | None) -> list[Account]:
+    def _candidates(self, exclude: set[str], name: str | None, upstream: str) -> list[Account]:
         now = time.time()
         if name is not None:
             account = self.accounts.get(name)
             return [account] if account is not None and account.usable(now) else []
-        return [a for a in self.accounts.values() if a.name not in exclude and a.usable(now)]
+        return [
+            a
+            for a in self.accounts.values()
+            if a.upstream == upstream and a.name not in exclude and a.usable(now)
+        ]
 
     async def _wait_for_slot(self, deadline: float) -> bool:
         left = deadline - time.monotonic()
@@ -223,19 +247,38 @@ def record_outcome(account: Account, error: UpstreamError | None, now: float, ma
     account.until = now + (min(lasts, max_rest) if max_rest > 0 else lasts)
 
 
-def error_for_state(state: AccountState, retry_after: str, total: int) -> UpstreamError:
+def error_for_state(state: AccountState, retry_after: str, total: int, upstream: str = BING) -> UpstreamError:
     """What the client hears when no account can serve, by the best account's state."""
-    who = "The account is" if total == 1 else f"All {total} accounts are"
+    service = "Copilot" if upstream == COPILOT else "Bing"
+    kind = "Copilot " if upstream == COPILOT else ""
+    who = f"The {kind}account is" if total == 1 else f"All {total} {kind}accounts are"
     if state is AccountState.COOLING_DOWN:
         return UpstreamRateLimited(
-            f"{who} cooling down after Bing throttled it; retry in {retry_after} s.",
+            f"{who} cooling down after {service} throttled it; retry in {retry_after} s.",
             headers={"Retry-After": retry_after, "x-should-retry": "false"},
         )
     if state is AccountState.NEEDS_CAPTCHA:
+        help_text = COPILOT_CLOUDFLARE_HELP if upstream == COPILOT else CAPTCHA_HELP
         return UpstreamCaptcha(
-            f"{who} waiting for a captcha to be solved (see GET /v1/accounts). {CAPTCHA_HELP}",
+            f"{who} waiting for a captcha to be solved (see GET /v1/accounts). {help_text}",
             headers={"x-should-retry": "false"},
         )
     if state is AccountState.EXPIRED:
-        return UpstreamAuthFailed(f"{who} using cookies Bing rejects: renew them (see GET /v1/accounts).")
-    return UpstreamAccountBlocked(f"{who} blocked by Bing.", headers={"x-should-retry": "false"})
+        what = "credentials" if upstream == COPILOT else "cookies"
+        return UpstreamAuthFailed(f"{who} using {what} {service} rejects: renew them (see GET /v1/accounts).")
+    return UpstreamAccountBlocked(f"{who} blocked by {service}.", headers={"x-should-retry": "false"})
+
+
+def not_configured_error(upstream: str) -> UpstreamNotConfigured:
+    """No account at all for the upstream a model needs."""
+    if upstream == COPILOT:
+        return UpstreamNotConfigured(
+            "No Copilot account is configured, so the Copilot models cannot answer: set "
+            "COPILOT_ACCESS_TOKEN or COPILOT_COOKIES, or add a Copilot account to BING_COOKIES_FILE.",
+            headers={"x-should-retry": "false"},
+        )
+    return UpstreamNotConfigured(
+        "No Bing account is configured, so the Bing models cannot answer: set BING_COOKIES or add a "
+        "Bing account to BING_COOKIES_FILE.",
+        headers={"x-should-retry": "false"},
+    )

@@ -23,6 +23,8 @@ IMAGE_ONLY_PROMPT = "Describe this image."
 class Limits:
     max_prompt_chars: int
     max_context_chars: int
+    prompt_setting: str = "MAX_PROMPT_CHARS"  # named in the 400, so the operator knows what to raise
+    service: str = "Bing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +160,8 @@ def check_prompt(text: str, limits: Limits) -> None:
     """Refuse (never cut) a prompt over its character budget."""
     if len(text) > limits.max_prompt_chars:
         raise ContextLengthExceeded(
-            f"The last message has {len(text)} characters; Bing takes at most "
-            f"{limits.max_prompt_chars} (MAX_PROMPT_CHARS).",
+            f"The last message has {len(text)} characters; {limits.service} takes at most "
+            f"{limits.max_prompt_chars} ({limits.prompt_setting}).",
             param="messages",
         )
 
@@ -170,5 +172,25 @@ def check_context(prompt: ComposedPrompt, limits: Limits) -> None:
         raise ContextLengthExceeded(
             f"The instructions and earlier messages come to {len(prompt.context)} characters; the budget "
             f"is {limits.max_context_chars} (MAX_CONTEXT_CHARS). Shorten the conversation.",
+            param="messages",
+        )
+
+
+def single_message(prompt: ComposedPrompt) -> str:
+    """Instructions, earlier turns and the prompt as one message, for an upstream with no system
+    or context slot (Copilot): the first message of a fresh conversation carries everything."""
+    if not prompt.context:
+        return prompt.text
+    return f"{prompt.context}\n\n[user](#message)\n{prompt.text}"
+
+
+def check_single_message(prompt: ComposedPrompt, limits: Limits) -> None:
+    """Refuse (never cut) a first message (instructions, history and prompt) over budget."""
+    size = len(single_message(prompt))
+    if size > limits.max_prompt_chars:
+        raise ContextLengthExceeded(
+            f"The instructions, earlier messages and the last message come to {size} characters; "
+            f"{limits.service}'s first message may take at most {limits.max_prompt_chars} "
+            f"({limits.prompt_setting}). Shorten the conversation.",
             param="messages",
         )

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from conversations.composer import Limits, compose_prompt
-from conversations.models import resolve_model
+from conversations.models import COPILOT, ModelSpec, resolve_model
 from conversations.threads import caller_scope, thread_key
 from conversations.turn import TurnPlan
 from messagers.events import AnswerOptions
@@ -34,7 +34,7 @@ def plan_turn(
             param="messages",
         )
     spec = resolve_model(model, settings.alias_map, settings.default_model)
-    limits = Limits(settings.max_prompt_chars, settings.max_context_chars)
+    limits = limits_for(spec, settings)
     prompt = compose_prompt(messages, limits)
     inline = frozenset(inline_extras) if inline_extras is not None else settings.inline_extra_set
     unknown = inline - INLINE_EXTRAS
@@ -48,3 +48,12 @@ def plan_turn(
     history_key = thread_key(scope, spec.id, messages[:-1]) if extends_answer else None
     options = AnswerOptions(inline, settings.throttle_retry_after)
     return TurnPlan(prompt, spec, options, limits, scope, tuple(messages), history_key)
+
+
+def limits_for(model: ModelSpec, settings: Settings) -> Limits:
+    """Bing: MAX_PROMPT_CHARS and MAX_CONTEXT_CHARS; Copilot, which has no context slot: one budget,
+    COPILOT_MAX_PROMPT_CHARS, for the first message (instructions, history and prompt together)."""
+    if model.upstream == COPILOT:
+        budget = settings.copilot_max_prompt_chars
+        return Limits(budget, budget, "COPILOT_MAX_PROMPT_CHARS", "Copilot")
+    return Limits(settings.max_prompt_chars, settings.max_context_chars)

@@ -1,4 +1,4 @@
-"""A small pool of Bing conversations created ahead of need, so a first token skips the create trip."""
+"""A small pool of upstream conversations created ahead of need, so a first token skips the create trip."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from networks.http_client import SessionIds
+from conversations.threads import Session
 from utils.errors import UpstreamCaptcha, UpstreamError, UpstreamRateLimited
 
 log = logging.getLogger(__name__)
@@ -22,9 +22,9 @@ REFILL_DELAY = 0.02
 class WarmPool:
     """Keeps up to `size` fresh conversations; a background task refills and renews them."""
 
-    def __init__(self, create: Callable[[], Awaitable[SessionIds]], size: int, max_age: float) -> None:
+    def __init__(self, create: Callable[[], Awaitable[Session]], size: int, max_age: float) -> None:
         self._create, self.size, self.max_age = create, size, max_age
-        self._ready: deque[tuple[float, SessionIds]] = deque()
+        self._ready: deque[tuple[float, Session]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -44,7 +44,7 @@ class WarmPool:
                 await self._task
             self._task = None
 
-    def take(self) -> SessionIds | None:
+    def take(self) -> Session | None:
         """A fresh pre-created conversation, or None when the pool is empty."""
         now = time.monotonic()
         while self._ready:

@@ -19,16 +19,19 @@ from typing import Any, Protocol
 import orjson
 
 from conversations.composer import message_text
+from networks.copilot import CopilotSession
 from networks.http_client import SessionIds
+
+Session = SessionIds | CopilotSession  # what an upstream's conversation start hands back
 
 
 @dataclass(frozen=True, slots=True)
 class ChatThread:
-    """A Bing conversation that can take another turn."""
+    """An upstream conversation (Bing or Copilot) that can take another turn."""
 
-    session: SessionIds
+    session: Session
     turns: int  # user turns it has had
-    limit: int | None  # maxNumUserMessagesInConversation, when Bing said it
+    limit: int | None  # maxNumUserMessagesInConversation (Bing) or remainingTurns at start (Copilot)
     created_at: float  # wall clock; Bing expires conversations after 6 h
     account: str = ""  # the account it belongs to ...
     fingerprint: str = ""  # ... and a digest of that account's cookies when it was created

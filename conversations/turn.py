@@ -1,4 +1,5 @@
-"""Running one turn against Bing: create, open the socket, send, translate frames to answer events."""
+"""Running one turn, whatever the upstream: continuation, accounts and failover, then the upstream
+client (`conversations/upstreams.py`) starts the conversation and streams the answer events."""
 
 from __future__ import annotations
 
@@ -15,41 +16,31 @@ import httpx
 
 from conversations.account_file import AccountWatcher
 from conversations.accounts import Account, AccountPool, record_outcome, state_for
-from conversations.composer import ComposedPrompt, Limits, check_context
+from conversations.clock import CLIENT_PING_SECONDS, TurnClock  # noqa: F401 (their home was here)
+from conversations.composer import ComposedPrompt, Limits
 from conversations.drawing import with_images
-from conversations.models import ModelSpec
+from conversations.models import BING, ModelSpec
 from conversations.pool import WarmPool
-from conversations.request import build_chat_request
-from conversations.threads import ChatThread, ConversationStore, thread_key
-from conversations.vision import attach_image
-from messagers.answer import AnswerState, advance, merge_deltas, start_answer
+from conversations.threads import ChatThread, ConversationStore, Session, thread_key
+from conversations.upstreams import client_for, client_named
 from messagers.events import (
     AnswerEvent,
     AnswerOptions,
     ContentDelta,
     Finished,
-    Ignored,
-    Ping,
-    UpstreamFailure,
+    ReasoningDelta,
     Waiting,
 )
-from messagers.frames import encode_record, parse_message
-from networks.chathub_ws import PING, ChatHubSocket, chathub_url
-from networks.headers import chathub_headers
-from networks.http_client import CREATE_CONNECTIONS, SessionIds, create_conversation
+from networks.http_client import CREATE_CONNECTIONS
 from utils.errors import (
     ConversationUnusable,
     StreamInterrupted,
     UpstreamError,
     UpstreamRateLimited,
-    UpstreamTimeout,
-    interrupted,
 )
-from utils.proxy import pick_proxy
 from utils.settings import Settings
 
 log = logging.getLogger(__name__)
-CLIENT_PING_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +96,17 @@ class Answer:
 
 
 async def open_answer(plan: TurnPlan, upstream: Upstream) -> Answer:
-    """Run the turn until answer text, the final frame, or the hold deadline; raises ProxyError.
+    """Run the turn until answer text (or reasoning), the end, or the hold deadline; raises ProxyError.
 
-    Bing reports most failures inside the websocket within a second or two, so waiting for the
-    first real event lets them reach the client with a real HTTP status.
+    Bing and Copilot report most failures inside the websocket within a second or two, so waiting
+    for the first real event lets them reach the client with a real HTTP status.
     """
     events = run_turn(plan, upstream)
     head: list[AnswerEvent] = []
     try:
         async for event in events:
             head.append(event)
-            if isinstance(event, (ContentDelta, Finished, Waiting)):
+            if isinstance(event, (ContentDelta, ReasoningDelta, Finished, Waiting)):
                 break
     except BaseException:
         await events.aclose()
@@ -135,13 +126,14 @@ async def run_turn(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerE
     thread = await claim_thread(plan, upstream)
     tried: set[str] = set()
     failures, replaced = 0, False
+    kind = plan.model.upstream
     while True:
-        account = await pick_account(upstream, thread, tried)
+        account = await pick_account(upstream, thread, tried, kind)
         if account is None:
             if thread is not None:  # its account cannot serve now: start fresh elsewhere
                 thread = None
                 continue
-            raise upstream.accounts.unavailable_error()
+            raise upstream.accounts.unavailable_error(kind)
         failure: UpstreamError | None = None
         try:
             thread = thread or await fresh_thread(plan, upstream, account)
@@ -176,11 +168,14 @@ async def pause_before_failover(
         await asyncio.sleep(random.uniform(0.05, 0.2) * 2 ** (failures - 1))
 
 
-async def pick_account(upstream: Upstream, thread: ChatThread | None, tried: set[str]) -> Account | None:
-    """The thread's own account (if its cookies are unchanged), else the least busy usable one."""
+async def pick_account(
+    upstream: Upstream, thread: ChatThread | None, tried: set[str], kind: str = BING
+) -> Account | None:
+    """The thread's own account (if its credentials are unchanged), else the least busy usable one
+    of the upstream `kind`."""
     wait = upstream.settings.create_timeout
     if thread is None:
-        return await upstream.accounts.acquire(tried, wait)
+        return await upstream.accounts.acquire(tried, wait, upstream=kind)
     owner = upstream.accounts.get(thread.account)
     if owner is None or owner.fingerprint != thread.fingerprint:
         return None
@@ -219,16 +214,16 @@ async def claim_thread(plan: TurnPlan, upstream: Upstream) -> ChatThread | None:
 
 async def fresh_thread(plan: TurnPlan, upstream: Upstream, account: Account) -> ChatThread:
     """A new conversation on `account` (from its warm pool when it has one), history as context."""
-    check_context(plan.prompt, plan.limits)
+    client = client_for(plan.model)
+    client.check_fresh(plan, upstream.settings)
     session = account.pool.take() if account.pool is not None else None
-    session = session or await create_session(upstream, account.cookies)
-    return ChatThread(session, 0, None, time.time(), account.name, account.fingerprint)
+    session = session or await client.start_conversation(upstream, account)
+    return ChatThread(session, 0, client.turn_limit(session), time.time(), account.name, account.fingerprint)
 
 
-async def create_session(upstream: Upstream, cookies: str) -> SessionIds:
-    """Create a conversation, queueing here rather than inside the HTTP client's pool."""
-    async with upstream.create_slots:
-        return await create_conversation(upstream.http, upstream.settings, cookies)
+async def create_session(upstream: Upstream, account: Account) -> Session:
+    """Start a conversation on `account` through its upstream's client."""
+    return await client_named(account.upstream).start_conversation(upstream, account)
 
 
 def start_warm_pool(upstream: Upstream, account: Account) -> None:
@@ -237,11 +232,11 @@ def start_warm_pool(upstream: Upstream, account: Account) -> None:
     if settings.warm_pool_size <= 0:
         return
 
-    async def create_ahead() -> SessionIds:
+    async def create_ahead() -> Session:
         if not account.usable(time.time()):  # a resting account is not asked for conversations
             raise UpstreamRateLimited(f"account {account.name} is {account.state.value}")
         try:
-            return await create_session(upstream, account.cookies)
+            return await create_session(upstream, account)
         except UpstreamError as exc:
             record_outcome(account, exc, time.time(), upstream.accounts.max_rest)
             raise
@@ -267,119 +262,7 @@ async def keep_thread(
 async def run_attempt(
     plan: TurnPlan, upstream: Upstream, thread: ChatThread
 ) -> AsyncGenerator[AnswerEvent, None]:
-    """One socket and chat invocation on `thread`; raises the turn's ProxyError."""
-    settings, session = upstream.settings, thread.session
+    """One attempt on `thread` through the model's upstream client; raises the turn's ProxyError."""
     owner = upstream.accounts.get(thread.account)
-    cookies = owner.cookies if owner is not None else ""
-    request = build_chat_request(plan.prompt, session, plan.model, settings.bing_locale, turn=thread.turns)
-    if plan.prompt.image is not None:  # issue 6: vision input, uploaded with this account for this turn
-        await attach_image(request, plan.prompt.image, upstream.http, settings, cookies)
-    socket = ChatHubSocket(
-        chathub_url(settings.bing_chathub_url, session.access_token),
-        chathub_headers(cookies, settings.bing_locale),
-        proxy=pick_proxy(settings.bing_chathub_url, settings),
-        open_timeout=settings.connect_timeout,
-        compression=settings.bing_ws_compression,
-    )
-    async with socket:
-        await socket.send(encode_record(request))
-        async for event in read_answer(socket, plan.options, settings):
-            yield event
-
-
-class TurnClock:
-    """The deadlines of one turn: upstream idleness, the hold before streaming, pings to Bing."""
-
-    def __init__(self, settings: Settings, now: float) -> None:
-        self.idle = settings.upstream_idle_timeout
-        self.last_frame = self.last_upstream_ping = now
-        self.hold_until: float | None = now + settings.stream_hold_timeout
-
-    def idle_expired(self, now: float) -> bool:
-        """Bing has been silent for longer than UPSTREAM_IDLE_TIMEOUT."""
-        return now - self.last_frame >= self.idle
-
-    def hold_expired(self, now: float) -> bool:
-        """True once, when the hold before streaming runs out with no answer text."""
-        if self.hold_until is None or now < self.hold_until:
-            return False
-        self.hold_until = None
-        return True
-
-    def next_wait(self, now: float) -> float:
-        """Seconds until something is due."""
-        due = [
-            self.last_frame + self.idle,
-            max(self.last_frame, self.last_upstream_ping) + CLIENT_PING_SECONDS,
-        ]
-        if self.hold_until is not None:
-            due.append(self.hold_until)
-        return max(min(due) - now, 0.0)
-
-    def upstream_ping_due(self, now: float) -> bool:
-        """Time to ping a quiet Bing (and note that we did)."""
-        if now - max(self.last_frame, self.last_upstream_ping) < CLIENT_PING_SECONDS:
-            return False
-        self.last_upstream_ping = now
-        return True
-
-    def saw(self, now: float, event: AnswerEvent | None = None) -> None:
-        """A frame arrived (and `event` goes to the client); text ends the hold."""
-        self.last_frame = now
-        if isinstance(event, ContentDelta):
-            self.hold_until = None
-
-
-async def read_answer(
-    socket: ChatHubSocket, options: AnswerOptions, settings: Settings
-) -> AsyncGenerator[AnswerEvent, None]:
-    """Frames to answer events until the turn is done, with idle and hold deadlines."""
-    state = start_answer(options)
-    clock = TurnClock(settings, time.monotonic())
-    while not state.done:
-        now = time.monotonic()
-        if clock.idle_expired(now):
-            raise_idle(state, settings)
-        if clock.hold_expired(now):
-            yield Waiting()
-            continue
-        try:
-            raw = await socket.recv(clock.next_wait(now))
-            if raw is None:
-                if clock.upstream_ping_due(time.monotonic()):
-                    await socket.send(PING)
-                continue
-            arrived = time.monotonic()
-            clock.saw(arrived)
-            state, out = await apply_message(socket, state, raw)
-        except UpstreamError as exc:
-            raise (interrupted(exc) if state.emitted else exc) from exc
-        for event in out:
-            if isinstance(event, UpstreamFailure):
-                raise event.error
-            clock.saw(arrived, event)
-            yield event
-
-
-async def apply_message(
-    socket: ChatHubSocket, state: AnswerState, raw: bytes
-) -> tuple[AnswerState, list[AnswerEvent]]:
-    """Advance the state by every record of one message, echoing pings."""
-    out: list[AnswerEvent] = []
-    for upstream_event in parse_message(raw):
-        if isinstance(upstream_event, Ping):
-            await socket.send(PING)
-        elif isinstance(upstream_event, Ignored):
-            log.debug("ignored upstream %s", upstream_event.kind)
-        else:
-            state, more = advance(state, upstream_event)
-            out += more
-            if state.done:
-                break
-    return state, merge_deltas(out)
-
-
-def raise_idle(state: AnswerState, settings: Settings) -> None:
-    """Give up on a silent upstream: 504 before any content, in-band interruption after."""
-    error = UpstreamTimeout(f"Bing sent nothing for {settings.upstream_idle_timeout:g} s.")
-    raise interrupted(error) if state.emitted else error
+    async for event in client_for(plan.model).send_turn(plan, upstream, thread, owner):
+        yield event

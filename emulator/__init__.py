@@ -3,7 +3,8 @@
 Ways to make it misbehave, from the narrowest to the broadest:
 
 - **Prompt directives**: `emulate:NAME[=VALUE]` tokens in one chat's text (`emulate:drop`,
-  `emulate:throttled`, `emulate:words=300`, ...) affect that chat only.
+  `emulate:throttled`, `emulate:words=300`, ...) affect that chat only. Copilot chats also take
+  the `COPILOT_FAULTS` (`emulate:hashcash`, `emulate:cloudflare`, `emulate:error_event`, ...).
 - **Account cookie flags**: a Cookie header containing `emulate=FLAG` (several flags may be
   comma-separated: `emulate=throttled,captcha`) makes that account behave like a sick Bing account:
 
@@ -12,6 +13,12 @@ Ways to make it misbehave, from the narrowest to the broadest:
   | `emulate=expired` | `result.value` `UnauthorizedRequest` | `UnauthorizedRequest` |
   | `emulate=captcha` | succeeds | `CaptchaChallenge` |
   | `emulate=throttled` | succeeds | `Throttled` |
+  | `emulate=blocked` | succeeds | `Forbidden` |
+
+  The Copilot endpoints read the same flags from the Cookie header or the access token (a token
+  `emulate=FLAG` works): `expired` answers `/c/api/start` and the websocket upgrade with 401,
+  `blocked` answers start with `isBlocked: true`, `throttled` answers start with HTTP 429, and
+  `captcha` meets every chat with a Cloudflare challenge.
 
   | `emulate=no_coins` | succeeds | succeeds; Image Creator answers "0 coins available" |
   | `emulate=upload_refused` | succeeds | succeeds; kblob answers an empty `blobId` |
@@ -48,13 +55,14 @@ Ways to make it misbehave, from the narrowest to the broadest:
   `create:NAME` or `chat:NAME`.
 """
 
-from .faults import CHAT_FAULTS, CREATE_FAULTS, Faults
+from .faults import CHAT_FAULTS, COPILOT_FAULTS, CREATE_FAULTS, Faults
 from .server import BingEmulator
 from .state import ConnectionRecord, Conversation
 from .thread import EmulatorThread
 
 __all__ = [
     "CHAT_FAULTS",
+    "COPILOT_FAULTS",
     "CREATE_FAULTS",
     "BingEmulator",
     "ConnectionRecord",

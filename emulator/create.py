@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
-from .faults import ACCOUNT_FLAGS, account_fault, cookie_flags
+from .faults import ACCOUNT_FLAGS, COPILOT_START_FAULTS, account_fault, cookie_flags
 from .httpserver import HttpReply
 from .state import new_conversation
 
@@ -73,6 +73,8 @@ async def handle_create(emu: BingEmulator, cookie: str) -> HttpReply:
     fault = emu.faults.take_create()
     if fault is None:
         fault = emu.faults.roll_create(emu.random)
+    if fault in COPILOT_START_FAULTS:
+        fault = None  # a Copilot-only fault: Bing's create is not concerned
     if fault is not None:
         log.debug("create: applying fault %s", fault)
         emu.fault_counts[f"create:{fault}"] += 1

@@ -13,8 +13,12 @@ log = logging.getLogger(__name__)
 
 CREATE_FAULTS: frozenset[str] = frozenset({
     "unauthorized", "forbidden", "internal", "missing_signature", "missing_ids", "html",
-    "http404", "http401", "http500", "redirect_cn", "slow", "empty",
+    "http404", "http401", "http500", "http429", "redirect_cn", "slow", "empty",
 })
+
+#: Faults of Copilot's /c/api/start only (Bing's create ignores them): no /c/api/start (404, so
+#: clients fall back to /c/api/conversations), a Cloudflare challenge page, an `isBlocked` account.
+COPILOT_START_FAULTS: frozenset[str] = frozenset({"no_start", "cloudflare", "blocked"})
 
 #: Chat faults answered with a type 2 error record (no messages) and a type 3.
 ERROR_FAULTS: dict[str, tuple[str, str]] = {
@@ -33,7 +37,14 @@ STREAM_FAULTS: frozenset[str] = frozenset({
     "apology_start", "disengaged", "turn_limit", "no_final", "restart", "shrink", "empty_message",
 })
 
-CHAT_FAULTS: frozenset[str] = frozenset(ERROR_FAULTS) | STREAM_FAULTS
+#: Chat faults of the Copilot socket only (`drop`, `drop_start`, `stall` and `stall_start` apply
+#: there too): an `error` event before / after some text, a hashcash challenge (verified), a
+#: Cloudflare challenge, a close before `done`, a `replaceText` correction, an `imageGenerated`.
+COPILOT_FAULTS: frozenset[str] = frozenset({
+    "error_event", "error_mid", "hashcash", "cloudflare", "no_done", "replace", "image",
+})
+
+CHAT_FAULTS: frozenset[str] = frozenset(ERROR_FAULTS) | STREAM_FAULTS | COPILOT_FAULTS
 
 #: Per-account behaviour, switched on by an `emulate=FLAG[,FLAG...]` cookie: the flag, then what
 #: Bing answers (create for `expired`, every chat for all three; the first flag listed here wins).
@@ -41,6 +52,7 @@ ACCOUNT_FLAGS: dict[str, tuple[str, str]] = {
     "expired": ERROR_FAULTS["unauthorized"],
     "captcha": ERROR_FAULTS["captcha"],
     "throttled": ERROR_FAULTS["throttled"],
+    "blocked": ERROR_FAULTS["forbidden"],
 }
 RATES: tuple[str, ...] = ("create_failure_rate", "drop_rate", "drop_before_text_rate")
 
@@ -84,8 +96,9 @@ class Faults:
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Reject unknown fault names and rates outside [0, 1] at assignment time."""
-        if name == "create" and value is not None and value not in CREATE_FAULTS:
-            raise ValueError(f"unknown create fault {value!r}; known: {sorted(CREATE_FAULTS)}")
+        if name == "create" and value is not None and value not in CREATE_FAULTS | COPILOT_START_FAULTS:
+            known = sorted(CREATE_FAULTS | COPILOT_START_FAULTS)
+            raise ValueError(f"unknown create fault {value!r}; known: {known}")
         if name == "chat" and value is not None and value not in CHAT_FAULTS:
             raise ValueError(f"unknown chat fault {value!r}; known: {sorted(CHAT_FAULTS)}")
         if name == "image" and value is not None and value not in IMAGE_FAULTS:

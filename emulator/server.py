@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from . import copilot
 from .chathub import ChatSession
 from .create import CREATE_PATHS, HTML, handle_create, to_response
 from .faults import Faults, cookie_flags
@@ -87,6 +88,12 @@ class BingEmulator:
         self.creations: MutableSequence[Creation] = _history(keep_records)
         self.creations_by_id: dict[str, Creation] = {}
         self.pictures: dict[str, bytes] = {}
+        # Copilot (PROTOCOL.md §7): its own conversations, requests and counters.
+        self.copilot_start_count = 0
+        self.copilot_chat_count = 0
+        self.copilot_continued_chat_count = 0
+        self.copilot_chat_requests: MutableSequence[dict[str, Any]] = _history(keep_records)
+        self.copilot_conversations: dict[str, copilot.CopilotConversation] = {}
         self.stopping = False
         self._server: Server | None = None
         self._stop_event: asyncio.Event | None = None
@@ -135,6 +142,16 @@ class BingEmulator:
         """Return the ChatHub websocket URL (without the sec_access_token query)."""
         return f"ws://{self.host}:{self.port}{CHATHUB_PATH}"
 
+    @property
+    def copilot_url(self) -> str:
+        """Return Copilot's base URL (start and conversations, on the keep-alive HTTP server)."""
+        return self.http_base_url
+
+    @property
+    def copilot_ws_url(self) -> str:
+        """Return Copilot's chat websocket URL (on the websocket port)."""
+        return f"ws://{self.host}:{self.port}{copilot.CHAT_PATH}?api-version=2"
+
     async def start(self) -> BingEmulator:
         """Start listening."""
         self.stopping = False
@@ -180,7 +197,9 @@ class BingEmulator:
     def stats(self) -> dict[str, int]:
         """Return the counters served at GET /_emulator/stats (they never drop with keep_records)."""
         return {"creates": self.create_count, "chats": self.chat_count,
-                "connections": self.connection_count, "continued_chats": self.continued_chat_count}
+                "connections": self.connection_count, "continued_chats": self.continued_chat_count,
+                "copilot_starts": self.copilot_start_count, "copilot_chats": self.copilot_chat_count,
+                "copilot_continued_chats": self.copilot_continued_chat_count}
 
     def record_chat(self, arg: dict[str, Any]) -> None:
         """Remember one chat frame's argument (capped by keep_records) and count it."""
@@ -195,9 +214,12 @@ class BingEmulator:
                 del self.conversations[next(iter(self.conversations))]
 
     def expire_conversations(self) -> None:
-        """Age every known conversation past conversation_ttl (next chat gets InvalidSession)."""
+        """Age every known conversation past conversation_ttl (next chat gets InvalidSession, or
+        Copilot's `conversation-expired` error event)."""
         for conv in list(self.conversations.values()):
             conv.created_at -= self.conversation_ttl + 1
+        for copilot_conv in list(self.copilot_conversations.values()):
+            copilot_conv.created_at -= self.conversation_ttl + 1
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0,
                  interval: float = 0.01) -> bool:
@@ -237,6 +259,8 @@ class BingEmulator:
         path = request.path
         if is_image_path(path):
             return await handle_images(self, request)
+        if path in copilot.HTTP_PATHS:
+            return await copilot.handle_http(self, request)
         if path != STATS_PATH and path not in CREATE_PATHS:
             return HttpReply(404, "", HTML)
         if request.method != "GET":
@@ -257,6 +281,11 @@ class BingEmulator:
         if path == STATS_PATH or path in CREATE_PATHS:
             cookie = "; ".join(request.headers.get_all("Cookie"))
             return to_response(connection, await self._route(path, cookie))
+        if path == copilot.CHAT_PATH:
+            status = copilot.upgrade_status(self, request.path, "; ".join(request.headers.get_all("Cookie")))
+            if status is not None:
+                return to_response(connection, HttpReply(status, "", HTML))
+            return None
         if path.lower() == CHATHUB_PATH.lower():
             status = self.faults.take_upgrade()
             if status is not None:
@@ -267,9 +296,17 @@ class BingEmulator:
 
     async def _handle(self, ws: ServerConnection) -> None:
         """Run a ChatHub session on an accepted websocket."""
-        query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
-        tokens = query.get("sec_access_token")
+        target = urlsplit(ws.request.path if ws.request else "")
+        query = parse_qs(target.query)
         cookie = "; ".join(ws.request.headers.get_all("Cookie")) if ws.request else ""
+        if target.path == copilot.CHAT_PATH:
+            token = (query.get("accessToken") or [""])[0]
+            record = ConnectionRecord(token=token or None, flags=copilot.account_flags(cookie, token))
+            self.connections.append(record)
+            self.connection_count += 1
+            await copilot.CopilotChat(self, ws, record).run()
+            return
+        tokens = query.get("sec_access_token")
         record = ConnectionRecord(token=tokens[0] if tokens else None, flags=cookie_flags(cookie))
         self.connections.append(record)
         self.connection_count += 1

@@ -1,4 +1,4 @@
-"""Chat through the service with the official `openai` client, streamed and not.
+"""Chat through the service with the official `openai` client, streamed and not, Bing and Copilot.
 
 BASE_URL=http://127.0.0.1:22222/v1 API_KEY=sk-anything python examples/chat_with_openai.py
 """
@@ -28,3 +28,13 @@ completion = client.chat.completions.create(model="balanced-offline", messages=m
 print(completion.choices[0].message.content)
 print("usage:", completion.usage)
 print("sources:", (completion.model_extra or {}).get("bing", {}).get("sources"))
+
+# Copilot's Think Deeper: the reasoning streams apart from the answer, as `reasoning_content`.
+# (Needs a Copilot account: COPILOT_ACCESS_TOKEN or COPILOT_COOKIES, or the `--demo` service.)
+for chunk in client.chat.completions.create(model="copilot-reasoning", messages=messages, stream=True):
+    delta = chunk.choices[0].delta if chunk.choices else None
+    if delta is not None and getattr(delta, "reasoning_content", None):
+        print(f"[thinking] {delta.reasoning_content}", flush=True)
+    elif delta is not None and delta.content:
+        print(delta.content, end="", flush=True)
+print()

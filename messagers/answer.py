@@ -16,6 +16,7 @@ from messagers.events import (
     InvocationEnd,
     SearchQuery,
     ServerClosed,
+    Source,
     Throttling,
     UpstreamEvent,
     UpstreamFailure,
@@ -197,12 +198,19 @@ def clean_text(text: str, *, keep_markers: bool, final: bool) -> str:
 
 def extra_blocks(final: Final, options: AnswerOptions) -> list[str]:
     """Markdown blocks appended to the content when the request asked for them inline."""
+    return inline_blocks(final.sources, final.suggestions, options)
+
+
+def inline_blocks(
+    sources: tuple[Source, ...], suggestions: tuple[str, ...], options: AnswerOptions
+) -> list[str]:
+    """Sources and suggested follow-ups as markdown blocks, for the extras asked for inline."""
     blocks = []
-    if "sources" in options.inline and final.sources:
-        lines = "\n".join(f"{i}. [{s.title}]({s.url})" for i, s in enumerate(final.sources, 1))
+    if "sources" in options.inline and sources:
+        lines = "\n".join(f"{i}. [{s.title}]({s.url})" for i, s in enumerate(sources, 1))
         blocks.append(f"{EXTRAS_RULE}**Sources**\n{lines}")
-    if "suggestions" in options.inline and final.suggestions:
-        lines = "\n".join(f"- {s}" for s in final.suggestions)
+    if "suggestions" in options.inline and suggestions:
+        lines = "\n".join(f"- {s}" for s in suggestions)
         blocks.append(f"{EXTRAS_RULE}**Suggested follow-ups**\n{lines}")
     return blocks
 

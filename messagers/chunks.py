@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from messagers.events import Finished, Source
+from messagers.events import Finished, Image, Source
 from utils.tokens import estimate_tokens
 
 FINGERPRINT = "fp_bing_chat_api"
@@ -53,6 +53,11 @@ def content_chunk(ctx: ChunkContext, text: str) -> dict[str, Any]:
     return chunk(ctx, {"content": text})
 
 
+def reasoning_chunk(ctx: ChunkContext, text: str) -> dict[str, Any]:
+    """A reasoning delta (`reasoning_content`, as other OpenAI-compatible servers send it)."""
+    return chunk(ctx, {"reasoning_content": text})
+
+
 def finish_chunk(ctx: ChunkContext, finished: Finished) -> dict[str, Any]:
     """The last choice chunk: `finish_reason`, plus sources and suggestions under `bing`."""
     body = chunk(ctx, {}, finished.reason)
@@ -60,7 +65,7 @@ def finish_chunk(ctx: ChunkContext, finished: Finished) -> dict[str, Any]:
     return body
 
 
-def usage_chunk(ctx: ChunkContext, usage: dict[str, int]) -> dict[str, Any]:
+def usage_chunk(ctx: ChunkContext, usage: dict[str, Any]) -> dict[str, Any]:
     """The `stream_options.include_usage` chunk: no choices, only usage."""
     return {
         "id": ctx.id,
@@ -73,9 +78,13 @@ def usage_chunk(ctx: ChunkContext, usage: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def completion(ctx: ChunkContext, content: str, finished: Finished, usage: dict[str, int]) -> dict[str, Any]:
-    """The non-streaming `chat.completion` object."""
+def completion(
+    ctx: ChunkContext, content: str, finished: Finished, usage: dict[str, Any], reasoning: str = ""
+) -> dict[str, Any]:
+    """The non-streaming `chat.completion` object (`reasoning_content` only when there was some)."""
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+    if reasoning:
+        message["reasoning_content"] = reasoning
     return {
         "id": ctx.id,
         "object": "chat.completion",
@@ -88,19 +97,34 @@ def completion(ctx: ChunkContext, content: str, finished: Finished, usage: dict[
     }
 
 
-def usage_of(prompt_text: str, completion_text: str) -> dict[str, int]:
-    """Estimated usage (see `utils.tokens`): Bing reports no token counts."""
-    prompt, answer = estimate_tokens(prompt_text), estimate_tokens(completion_text)
-    return {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer}
+def usage_of(prompt_text: str, completion_text: str, reasoning_text: str = "") -> dict[str, Any]:
+    """Estimated usage (see `utils.tokens`): neither upstream reports token counts."""
+    prompt, answer = estimate_tokens(prompt_text), estimate_tokens(completion_text + reasoning_text)
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": answer,
+        "total_tokens": prompt + answer,
+    }
+    if reasoning_text:
+        usage["completion_tokens_details"] = {"reasoning_tokens": estimate_tokens(reasoning_text)}
+    return usage
 
 
 def extras(finished: Finished) -> dict[str, Any]:
-    """Sources, suggested follow-ups and search queries, in structured form."""
-    return {
+    """Sources, suggested follow-ups, search queries (and generated images), in structured form."""
+    body: dict[str, Any] = {
         "sources": [source_dict(s) for s in finished.sources],
         "suggestions": list(finished.suggestions),
         "search_queries": list(finished.queries),
     }
+    if finished.images:
+        body["images"] = [image_dict(i) for i in finished.images]
+    return body
+
+
+def image_dict(image: Image) -> dict[str, str | None]:
+    """A generated image as JSON."""
+    return {"url": image.url, "thumbnail_url": image.thumbnail_url, "prompt": image.prompt}
 
 
 def source_dict(source: Source) -> dict[str, str]:

@@ -1,4 +1,11 @@
-"""Typed events: what Bing said (upstream events) and what the client gets told (answer events)."""
+"""Typed events: what Bing said (upstream events) and what the client gets told (answer events).
+
+Answer events are what every upstream (Bing ChatHub, Copilot) yields through the upstream interface
+(`conversations/upstreams.py`): text deltas, reasoning deltas, citations, generated images,
+suggested follow-ups, the finish (which lists the citations, follow-ups and images again, so a
+consumer may ignore the individual events), a failure, or a note that the upstream is still working.
+Bing reports citations and follow-ups only in its final frame, so for Bing they come on `Finished`.
+"""
 
 from __future__ import annotations
 
@@ -86,12 +93,50 @@ class ContentDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Reasoning text (Copilot's Think Deeper), never mixed into the content."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image the upstream generated."""
+
+    url: str
+    thumbnail_url: str | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageGenerated:
+    """An image arrived mid-answer (it is also listed again on `Finished.images`)."""
+
+    image: Image
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A source arrived mid-answer (Copilot); every source is listed again on `Finished.sources`."""
+
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestions:
+    """Suggested follow-ups arrived (Copilot); they are listed again on `Finished.suggestions`."""
+
+    suggestions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     reason: str  # "stop" | "content_filter"
-    sources: tuple[Source, ...] = ()
-    suggestions: tuple[str, ...] = ()
+    sources: tuple[Source, ...] = ()  # citations
+    suggestions: tuple[str, ...] = ()  # suggested follow-ups
     queries: tuple[str, ...] = ()
     throttling: Throttling | None = None  # the conversation's turn counters, when Bing sent them
+    images: tuple[Image, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +158,17 @@ class ImageRequested:
     prompt: str
 
 
-AnswerEvent = ContentDelta | Finished | UpstreamFailure | Waiting | ImageRequested
+AnswerEvent = (
+    ContentDelta
+    | ReasoningDelta
+    | Citation
+    | ImageGenerated
+    | ImageRequested
+    | Suggestions
+    | Finished
+    | UpstreamFailure
+    | Waiting
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,14 +50,20 @@ class ChatHubSocket:
         proxy: str | None,
         open_timeout: float,
         compression: bool = True,
+        origin: str = ORIGIN,
+        upstream_name: str = "Bing",
+        signalr: bool = True,
     ) -> None:
         self._url, self._headers, self._proxy, self._open_timeout = url, headers, proxy, open_timeout
         self._compression = "deflate" if compression else None
+        self._origin, self._name, self._signalr = origin, upstream_name, signalr
         self._ws: ClientConnection | None = None
         self._greeting = ""  # the initial type 6 record, sent with the first message after the handshake
 
     async def __aenter__(self) -> ChatHubSocket:
         self._ws = await self._connect()
+        if not self._signalr:  # Copilot's socket: plain JSON, no handshake
+            return self
         try:
             await self._handshake(self._ws)
         except BaseException:
@@ -88,7 +94,7 @@ class ChatHubSocket:
         try:
             await self._ws.send(text)
         except ConnectionClosed as exc:
-            raise closed_error(exc) from exc
+            raise closed_error(exc, self._name) from exc
 
     async def recv(self, timeout: float) -> bytes | None:
         """The next message as raw bytes (undecoded: cheaper), or None after `timeout` seconds of none."""
@@ -99,33 +105,38 @@ class ChatHubSocket:
         except TimeoutError:
             return None
         except ConnectionClosed as exc:
-            raise closed_error(exc) from exc
+            raise closed_error(exc, self._name) from exc
 
     async def _connect(self) -> ClientConnection:
         try:
             return await connect(
                 self._url,
                 additional_headers=self._headers,
-                origin=ORIGIN,  # type: ignore[arg-type]
+                origin=self._origin,  # type: ignore[arg-type]
                 user_agent_header=USER_AGENT,
                 proxy=self._proxy,
                 open_timeout=self._open_timeout,
                 compression=self._compression,
-                ping_interval=None,  # SignalR keeps itself alive with type 6 records
+                ping_interval=None,  # SignalR keeps itself alive with type 6 records (and Copilot
+                # answers within the idle deadline)
                 max_size=None,  # final frames can be large
                 close_timeout=2,
                 logger=WS_LOG,
             )
         except InvalidStatus as exc:
-            raise upgrade_error(exc.response.status_code) from exc
+            raise upgrade_error(exc.response.status_code, self._name) from exc
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"Opening the Bing websocket took longer than {self._open_timeout:g} s."
+                f"Opening the {self._name} websocket took longer than {self._open_timeout:g} s."
             ) from exc
         except InvalidHandshake as exc:
-            raise UpstreamBadResponse(f"Bing's websocket upgrade failed ({type(exc).__name__}).") from exc
+            raise UpstreamBadResponse(
+                f"{self._name}'s websocket upgrade failed ({type(exc).__name__})."
+            ) from exc
         except OSError as exc:
-            raise UpstreamUnreachable(f"Could not reach Bing's websocket ({type(exc).__name__}).") from exc
+            raise UpstreamUnreachable(
+                f"Could not reach {self._name}'s websocket ({type(exc).__name__})."
+            ) from exc
 
     async def _handshake(self, ws: ClientConnection) -> None:
         await ws.send(HANDSHAKE)
@@ -153,18 +164,18 @@ def handshake_error(reply: str) -> str | None:
     return str(first["error"]) if first.get("error") else None
 
 
-def upgrade_error(status: int) -> UpstreamError:
+def upgrade_error(status: int, name: str = "Bing") -> UpstreamError:
     """The error for an HTTP status that refused the websocket upgrade."""
     if status in (401, 403):
-        return UpstreamAuthFailed(f"Bing refused the websocket (HTTP {status}): cookies or token rejected.")
+        return UpstreamAuthFailed(f"{name} refused the websocket (HTTP {status}): cookies or token rejected.")
     if status == 429:
         return UpstreamRateLimited(
-            "Bing rate-limited the websocket (HTTP 429).", headers={"Retry-After": "15"}
+            f"{name} rate-limited the websocket (HTTP 429).", headers={"Retry-After": "15"}
         )
-    return UpstreamBadResponse(f"Bing refused the websocket upgrade with HTTP {status}.")
+    return UpstreamBadResponse(f"{name} refused the websocket upgrade with HTTP {status}.")
 
 
-def closed_error(exc: ConnectionClosed) -> UpstreamClosed:
+def closed_error(exc: ConnectionClosed, name: str = "Bing") -> UpstreamClosed:
     """The error for a socket that closed before the turn ended."""
     code = exc.rcvd.code if exc.rcvd is not None else 1006
-    return UpstreamClosed(f"Bing closed the websocket before the answer was complete (code {code}).")
+    return UpstreamClosed(f"{name} closed the websocket before the answer was complete (code {code}).")

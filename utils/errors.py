@@ -11,6 +11,7 @@ ProxyError
     ├── UpstreamRateLimited (429)    throttled account, create 404 after many creates
     ├── UpstreamCaptcha (503)        a human must solve a captcha
     ├── UpstreamAccountBlocked (503)
+    ├── UpstreamNotConfigured (503)  no account at all for the model's upstream (Bing or Copilot)
     ├── UpstreamAuthFailed (502)     cookies rejected; never 401, which would blame the caller's key
     ├── UpstreamRegionBlocked (502)
     ├── UpstreamBadResponse (502)    ── ConversationUnusable (502): expired or at its turn limit
@@ -148,6 +149,13 @@ class UpstreamAccountBlocked(UpstreamError):
     default_code = "upstream_account_blocked"
 
 
+class UpstreamNotConfigured(UpstreamError):
+    """The model's upstream has no account configured (for example no Copilot token or cookies)."""
+
+    status_code = 503
+    default_code = "upstream_not_configured"
+
+
 class UpstreamAuthFailed(UpstreamError):
     default_code = "upstream_auth_failed"
 
@@ -235,6 +243,12 @@ def interrupted(cause: UpstreamError) -> StreamInterrupted:
 CAPTCHA_HELP = (
     "Bing asks for a captcha: open https://www.bing.com/turing/captcha/challenge in a browser "
     "signed in with the same account, from the same IP, solve it, then retry."
+)
+
+
+COPILOT_CLOUDFLARE_HELP = (
+    "Copilot asks for a Cloudflare (Turnstile) challenge, which only a browser can pass: use a "
+    "signed-in access token (COPILOT_ACCESS_TOKEN) or fresh browser cookies from the same IP."
 )
 
 

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_CREATE_URL = "https://www.bing.com/turing/conversation/create"
 DEFAULT_CHATHUB_URL = "wss://sydney.bing.com/sydney/ChatHub"
 DEFAULT_WEB_URL = "https://www.bing.com"
+DEFAULT_COPILOT_URL = "https://copilot.microsoft.com"
+DEFAULT_COPILOT_WS_URL = "wss://copilot.microsoft.com/c/api/chat?api-version=2"
 
 
 class Settings(BaseSettings):
@@ -34,6 +36,16 @@ class Settings(BaseSettings):
     http_proxy: Annotated[str | None, Field(repr=False)] = None
     all_proxy: Annotated[str | None, Field(repr=False)] = None
     no_proxy: str | None = None
+
+    # The Copilot upstream (PROTOCOL.md §7): one account from a token and/or browser cookies.
+    copilot_url: str = DEFAULT_COPILOT_URL
+    copilot_ws_url: str = DEFAULT_COPILOT_WS_URL
+    copilot_access_token: Annotated[str, Field(repr=False)] = ""
+    copilot_cookies: Annotated[str, Field(repr=False)] = ""
+    # Copilot has no system slot: instructions, history and prompt share one first message.
+    copilot_max_prompt_chars: int = 10000
+    copilot_challenge_seconds: float = 5.0  # CPU budget for one hashcash proof of work
+    copilot_followups_wait: float = 1.0  # how long to wait after `done` for suggested follow-ups
 
     # Who may call us, and how much.
     api_keys: Annotated[str, Field(repr=False)] = ""

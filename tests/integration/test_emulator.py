@@ -679,7 +679,8 @@ def get_stats(emu: BingEmulator, port: int | None = None) -> dict[str, int]:
 
 def test_stats_endpoint_counts_creates_chats_and_continuations(emu: BingEmulator) -> None:
     before = get_stats(emu)
-    assert set(before) == {"creates", "chats", "connections", "continued_chats"}
+    assert set(before) == {"creates", "chats", "connections", "continued_chats", "copilot_starts",
+                           "copilot_chats", "copilot_continued_chats"}
     s = new_session(emu)
     ask(emu, "first emulate:words=5", s=s)
     with open_ws(emu, s.token) as ws:
@@ -688,7 +689,10 @@ def test_stats_endpoint_counts_creates_chats_and_continuations(emu: BingEmulator
     after = get_stats(emu)
     assert after == {"creates": before["creates"] + 1, "chats": before["chats"] + 2,
                      "connections": before["connections"] + 2,
-                     "continued_chats": before["continued_chats"] + 1}
+                     "continued_chats": before["continued_chats"] + 1,
+                     "copilot_starts": before["copilot_starts"],
+                     "copilot_chats": before["copilot_chats"],
+                     "copilot_continued_chats": before["copilot_continued_chats"]}
     assert after["creates"] == emu.create_count
 
 
@@ -703,7 +707,8 @@ def test_keep_records_caps_history_but_not_counters() -> None:
         assert len(small.chat_requests) == 2 and len(small.connections) == 2
         assert small.chat_requests[-1]["message"]["text"].startswith("again")
         assert get_stats(small) == {"creates": 3, "chats": 3, "connections": 3,
-                                    "continued_chats": 0}
+                                    "continued_chats": 0, "copilot_starts": 0, "copilot_chats": 0,
+                                    "copilot_continued_chats": 0}
     with pytest.raises(ValueError):
         BingEmulator(keep_records=0)
 

@@ -29,10 +29,16 @@ def test_cookies_and_keys_never_show_in_repr() -> None:
     assert "secret" not in repr(settings)
 
 
-def test_six_models_and_aliases() -> None:
+def test_nine_models_and_aliases() -> None:
     assert sorted(MODELS) == sorted(
-        ["precise", "balanced", "creative", "precise-offline", "balanced-offline", "creative-offline"]
+        [
+            *("precise", "balanced", "creative", "precise-offline", "balanced-offline", "creative-offline"),
+            *("copilot", "copilot-reasoning", "copilot-smart"),
+        ]
     )
+    modes = {MODELS[m].mode for m in MODELS if MODELS[m].upstream == "copilot"}
+    assert modes == {"chat", "reasoning", "smart"}
+    assert all(MODELS[m].upstream == "bing" for m in MODELS if not m.startswith("copilot"))
     assert resolve_model("creative-offline", {}, "balanced").search is False
     assert resolve_model("gpt-4", {"gpt-4": "creative"}, "balanced").tone == "Creative"
     assert resolve_model(None, {}, "balanced").id == "balanced"

@@ -20,9 +20,10 @@ images_router = APIRouter(dependencies=[Depends(require_api_key)])
 
 @images_router.post("/images/generations", response_model=None)
 async def create_images(body: ImageRequest, request: Request) -> Response:
-    """Up to four pictures for `prompt`, as Bing's URLs or base64; errors as the OpenAI envelope."""
+    """Up to four pictures for `prompt` (Bing's Image Creator, or Copilot when `model` names a Copilot
+    model), as URLs or base64; errors as the OpenAI envelope."""
     upstream: Upstream = request.app.state.upstream
-    job = image_job(body.prompt, body.n, body.response_format, upstream.settings.max_prompt_chars)
+    job = image_job(body.prompt, body.n, body.response_format, body.model, upstream.settings)
     if body.model_extra:
         log.debug("ignored image request fields: %s", sorted(body.model_extra))
     try:

@@ -1,5 +1,6 @@
 """Image creation inside a chat turn (PROTOCOL.md §6.1): when Bing's answer asks for a picture, run
-Image Creator with the same account and add the pictures to the answer as markdown images.
+Image Creator with the same account and add the pictures to the answer as markdown images. A picture
+Copilot made (its `imageGenerated`, §7.3) is added to the content the same way.
 
 While Image Creator works nothing goes into `content` (a stream only carries its `: ping`
 comments). A blocked prompt ends the answer with a short note and `finish_reason:
@@ -16,7 +17,7 @@ from dataclasses import replace
 import httpx
 
 from conversations.creator import create_images
-from messagers.events import AnswerEvent, ContentDelta, Finished, ImageRequested, Waiting
+from messagers.events import AnswerEvent, ContentDelta, Finished, ImageGenerated, ImageRequested, Waiting
 from messagers.images import image_markdown
 from utils.errors import ContentPolicyViolation, ImageCreationFailed, ProxyError
 from utils.settings import Settings
@@ -37,6 +38,11 @@ async def with_images(
                 text, refused = await draw(event.prompt, http, settings, cookies)
                 blocked = blocked or refused
                 yield ContentDelta(("\n\n" if sent else "") + text)
+                sent = True
+                continue
+            if isinstance(event, ImageGenerated):  # Copilot made it: show it in the content too
+                markdown = image_markdown([event.image.url], event.image.prompt or "image")
+                yield ContentDelta(("\n\n" if sent else "") + markdown)
                 sent = True
                 continue
             if isinstance(event, Finished) and blocked:

@@ -1,8 +1,10 @@
 """Images for the routes: a chat plan's picture made ready, and `POST /v1/images/generations`.
 
-Image creation runs on a signed-in account from the AccountPool (its concurrency cap applies) and
-fails over, up to FAILOVER_ATTEMPTS, to another account when one has no boosts left, is not signed
-in, or Bing cannot be reached. Those failures never bench the account for chat.
+Bing's Image Creator runs on a signed-in account from the AccountPool (its concurrency cap applies)
+and fails over, up to FAILOVER_ATTEMPTS, to another account when one has no boosts left, is not
+signed in, or Bing cannot be reached. Those failures never bench the account for chat. When the
+request names a Copilot model, Copilot draws instead: one chat turn per picture, through the shared
+turn loop (its accounts, failover and limits), and its `imageGenerated` pictures are the answer.
 """
 
 from __future__ import annotations
@@ -11,27 +13,34 @@ import asyncio
 import base64
 import logging
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
 from conversations.accounts import Account
 from conversations.creator import create_images
-from conversations.turn import TurnPlan, Upstream
+from conversations.models import COPILOT, ModelSpec, resolve_model
+from conversations.plan import plan_turn
+from conversations.turn import TurnPlan, Upstream, open_answer
 from conversations.vision import prepare_attachment
+from messagers.events import Finished
 from networks.bing_images import download
 from utils.errors import (
     ImageCoinsExhausted,
     ImageSignInRequired,
     InvalidRequest,
+    ModelNotFound,
     ProxyError,
     UpstreamAuthFailed,
     UpstreamBadResponse,
     UpstreamError,
     UpstreamUnreachable,
 )
+from utils.settings import Settings
 
 log = logging.getLogger(__name__)
 IMAGES_PER_PROMPT = 4  # what one Image Creator run makes
+COPILOT_DRAW_REQUEST = "Create an image of: "
 RETRYABLE = (ImageCoinsExhausted, ImageSignInRequired, UpstreamAuthFailed, UpstreamUnreachable)
 
 
@@ -42,6 +51,7 @@ class ImageJob:
     prompt: str
     n: int
     response_format: str  # "url" | "b64_json"
+    copilot: ModelSpec | None = None  # the Copilot model that draws; None: Bing's Image Creator
 
 
 async def prepare_plan_images(plan: TurnPlan, upstream: Upstream) -> TurnPlan:
@@ -53,8 +63,12 @@ async def prepare_plan_images(plan: TurnPlan, upstream: Upstream) -> TurnPlan:
     return replace(plan, prompt=replace(plan.prompt, image=ready))
 
 
-def image_job(prompt: str, n: int | None, response_format: str | None, max_chars: int) -> ImageJob:
+def image_job(
+    prompt: str, n: int | None, response_format: str | None, model: str | None, settings: Settings
+) -> ImageJob:
     """Validate an images request; raises InvalidRequest."""
+    copilot = copilot_model(model, settings)
+    max_chars = settings.copilot_max_prompt_chars if copilot is not None else settings.max_prompt_chars
     text = prompt.strip()
     if not text:
         raise InvalidRequest("The prompt is empty.", param="prompt")
@@ -67,12 +81,27 @@ def image_job(prompt: str, n: int | None, response_format: str | None, max_chars
         raise InvalidRequest(
             f"Bing makes 1 to {IMAGES_PER_PROMPT} images per prompt: `n` must be in that range.", param="n"
         )
-    return ImageJob(text, count, response_format or "url")
+    return ImageJob(text, count, response_format or "url", copilot)
+
+
+def copilot_model(model: str | None, settings: Settings) -> ModelSpec | None:
+    """The Copilot model named by `model` (an id or alias), else None: OpenAI's image model names
+    (`dall-e-3`, ...), Bing's chat models and no model at all mean Bing's Image Creator."""
+    if not model:
+        return None
+    try:
+        spec = resolve_model(model, settings.alias_map, settings.default_model)
+    except ModelNotFound:
+        return None
+    return spec if spec.upstream == COPILOT else None
 
 
 async def generate_images(job: ImageJob, upstream: Upstream) -> dict[str, Any]:
     """The OpenAI images response for `job`; raises ProxyError."""
-    urls = (await create_with_failover(job.prompt, upstream))[: job.n]
+    if job.copilot is not None:
+        urls = await copilot_images(job.prompt, job.n, job.copilot, upstream)
+    else:
+        urls = (await create_with_failover(job.prompt, upstream))[: job.n]
     if job.response_format == "b64_json":
         encoded = await asyncio.gather(*(image_base64(url, upstream) for url in urls))
         data = [{"b64_json": text} for text in encoded]
@@ -106,6 +135,26 @@ async def create_with_failover(prompt: str, upstream: Upstream) -> list[str]:
             tried.add(account.name)
         finally:
             await accounts.release(account, failure)
+
+
+async def copilot_images(prompt: str, n: int, model: ModelSpec, upstream: Upstream) -> list[str]:
+    """Up to `n` pictures from Copilot, one drawing turn after another until there are enough."""
+    urls: list[str] = []
+    while len(urls) < n:
+        urls += await copilot_drawing(prompt, model, upstream)
+    return urls[:n]
+
+
+async def copilot_drawing(prompt: str, model: ModelSpec, upstream: Upstream) -> list[str]:
+    """One fresh Copilot turn asking for a picture; its `imageGenerated` URLs (502 when none)."""
+    messages = [{"role": "user", "content": f"{COPILOT_DRAW_REQUEST}{prompt}"}]
+    plan = plan_turn(messages, model.id, (), upstream.settings, "images")
+    answer = await open_answer(plan, upstream)
+    async with aclosing(answer.events()) as events:
+        async for event in events:
+            if isinstance(event, Finished) and event.images:
+                return [image.url for image in event.images]
+    raise UpstreamBadResponse("Copilot answered without making a picture.")
 
 
 def signed_in(account: Account) -> bool:

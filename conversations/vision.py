@@ -1,4 +1,5 @@
-"""Vision input: the prompt's picture checked, downscaled and uploaded to Bing (PROTOCOL.md §6.2).
+"""Vision input: the prompt's picture checked, downscaled and uploaded to Bing's kblob (PROTOCOL.md
+§6.2) or to Copilot's attachments (§7.2).
 
 A `data:` URL is decoded; an http(s) URL is fetched through the shared client (bounded in bytes and
 time). Either way the bytes must be a picture Pillow can read, of an accepted type, within
@@ -23,7 +24,8 @@ from PIL import Image, UnidentifiedImageError
 
 from conversations.composer import ImageAttachment
 from messagers.images import blob_image_url, kblob_blob_id, kblob_request
-from networks.bing_images import download, post_kblob
+from networks.bing_images import download, post_attachment, post_kblob
+from networks.copilot import copilot_headers
 from utils.errors import InvalidImage, ProxyError, UpstreamBadResponse
 from utils.settings import Settings
 
@@ -31,6 +33,7 @@ ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP"})
 UPLOAD_AS_IS = frozenset({"JPEG", "PNG"})
 DECODE_PIXEL_CAP = 64_000_000  # more than any camera makes; beyond it a 'picture' is a decompression bomb
 JPEG_QUALITY = 85
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 async def prepare_attachment(
@@ -173,3 +176,29 @@ async def upload_image(
             "Bing refused the uploaded image (no blobId): try another picture.", param=image.param
         )
     return blob_image_url(settings.web_base, blob_id)
+
+
+async def attach_copilot_image(
+    event: dict[str, Any],
+    attachment: ImageAttachment,
+    http: httpx.AsyncClient,
+    settings: Settings,
+    cookies: str,
+    token: str,
+) -> None:
+    """Upload the picture to Copilot's attachments and put it first in the `send` event's content."""
+    headers = copilot_headers(cookies, token, settings.copilot_url)
+    media = "image/png" if attachment.data.startswith(PNG_SIGNATURE) else "image/jpeg"
+    answer = await post_attachment(http, settings, headers, attachment.data, media)
+    if answer.status != 200:
+        raise UpstreamBadResponse(f"Copilot's image upload answered HTTP {answer.status}.")
+    try:
+        body = json.loads(answer.text)
+    except ValueError as exc:
+        raise UpstreamBadResponse("Copilot's image upload answered something other than JSON.") from exc
+    url = body.get("url") if isinstance(body, dict) else None
+    if not isinstance(url, str) or not url:
+        raise InvalidImage(
+            "Copilot refused the uploaded image (no url): try another picture.", param=attachment.param
+        )
+    event["content"].insert(0, {"type": "image", "url": url})

@@ -47,8 +47,11 @@ Ways to make it misbehave, from the narrowest to the broadest:
   prompt with `emulate:draw`
   (`emulate:draw=quiet`: no answer text), an image fault directive, or starting "Draw ..." /
   "Create an image of ..." is answered with a `GenerateContentQuery` (`contentType: IMAGE`); a chat
-  frame whose `message.imageUrl` is not an uploaded blob is refused (`InvalidRequest`). Records:
-  `uploads`, `blobs`, `creations`, `pictures`.
+  frame whose `message.imageUrl` is not an uploaded blob is refused (`InvalidRequest`);
+  `emulate:no_image` answers a drawing request with words only. Copilot's `/c/api/attachments`
+  stores pictures (`copilot_attachments`); a `send` event's `image` part must name one, and a
+  drawing request gets one `imageGenerated` picture. Records: `uploads`, `blobs`, `creations`,
+  `pictures`, `copilot_attachments`.
 
   The chosen fault is kept in the connection's `ConnectionRecord.fault` (`account:FLAG` for an
   account flag), and every applied fault is counted in `BingEmulator.fault_counts` by

@@ -4,7 +4,8 @@ Only tones whose `optionsSets` carry `gencontentv3` (Creative, Precise) draw (PR
 A prompt asks for a picture when it carries `emulate:draw` (`emulate:draw=quiet`: no answer text,
 only the query), an Image Creator fault directive (`emulate:image_blocked`, ...; carried into the
 image prompt so Image Creator applies it), or starts like a drawing request ("draw ...", "create an
-image of ...").
+image of ..."), unless it carries `emulate:no_image`. The Copilot emulator draws on the same cue
+(one `imageGenerated` picture).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _DRAW_REQUEST = re.compile(
 
 def wants_drawing(prompt: str, directives: Directives) -> bool:
     """Whether the emulated Bing answers this prompt with a GenerateContentQuery."""
+    if directives.draw == "no":
+        return False
     return directives.draw is not None or bool(_DRAW_REQUEST.match(strip_directives(prompt)))
 
 

@@ -180,7 +180,8 @@ class Directives:
     delay: float | None = None
     chunk: int | None = None
     fault: str | None = None
-    draw: str | None = None  # `emulate:draw` ("yes") or `emulate:draw=quiet` (no answer text)
+    draw: str | None = None  # `emulate:draw` ("yes"), `emulate:draw=quiet` (no answer text),
+    # or `emulate:no_image` ("no": a drawing request answered with words only)
     image_fault: str | None = None  # one of IMAGE_FAULTS; it implies `draw`
 
 
@@ -212,6 +213,8 @@ def _apply(found: Directives, name: str, raw: str) -> None:
         found.fault = name
     elif name == "draw":
         found.draw = raw or "yes"
+    elif name == "no_image":
+        found.draw = "no"
     elif name in IMAGE_FAULTS:
         found.image_fault = name
         found.draw = found.draw or "yes"

@@ -9,6 +9,8 @@
   result page with `<img class="mimg">` links.
 - `GET /th/id/OIG.<token>`: the pictures themselves (PNG).
 - `GET /_emulator/picture?w=&h=&type=png|jpeg|webp|text`: a test picture to link to as image_url.
+- Copilot's `POST /c/api/attachments` (PROTOCOL.md §7.2): the raw picture with its `Content-Type`,
+  answered `{"url": ...}` (`{}` when refused; 401 without a token or the anonymous cookie).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
+from .copilot_start import authenticated, bearer
 from .faults import cookie_flags, image_fault_in
 from .httpserver import HttpReply, HttpRequest
 
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HTML = "text/html; charset=utf-8"
-IMAGE_PATHS = ("/images/", "/th/id/", "/_emulator/picture")
+IMAGE_PATHS = ("/images/", "/th/id/", "/_emulator/picture", "/c/api/attachments")
+ATTACHMENTS = "/c/api/attachments"
 PLACEHOLDERS = (
     "https://r.bing.com/rp/in-2zU3AJUdkgFe7ZKv19yPBHVs.png",
     "https://r.bing.com/rp/TX9QuO3WzcCJz1uaaSwQAz39Kb0.jpg",
@@ -109,6 +113,11 @@ async def handle_images(emu: BingEmulator, request: HttpRequest) -> HttpReply:
         return HttpReply(200, picture, "image/png") if picture else HttpReply(404, "", HTML)
     if path == "/_emulator/picture":
         return sample_picture(query)
+    if path == ATTACHMENTS and request.method == "POST":
+        return copilot_attachment(emu, request, cookie)
+    if path.startswith(ATTACHMENTS + "/"):
+        found = emu.copilot_attachments.get(f"{emu.web_url}{path}")
+        return HttpReply(200, found.data, "image/jpeg") if found else HttpReply(404, "", HTML)
     return HttpReply(404, "", HTML)
 
 
@@ -135,6 +144,23 @@ def kblob(emu: BingEmulator, request: HttpRequest, cookie: str) -> HttpReply:
     emu.blobs[upload.blob_id] = upload
     emu.uploads.append(upload)
     return HttpReply(200, json.dumps({"blobId": upload.blob_id, "processedBlobId": upload.blob_id + "_fb"}))
+
+
+def copilot_attachment(emu: BingEmulator, request: HttpRequest, cookie: str) -> HttpReply:
+    """Copilot's attachment upload: a picture in, its URL out (for a `send` event's image part)."""
+    if not authenticated(cookie, bearer(request.header("authorization"))):
+        return HttpReply(401, json.dumps({"error": "Invalid session"}))
+    emu.upload_count += 1
+    fault = emu.faults.upload or ("upload_refused" if "upload_refused" in cookie_flags(cookie) else None)
+    if fault == "upload_http500":
+        return HttpReply(500, "", HTML)
+    upload = read_picture(request.body, "", "")
+    if fault == "upload_refused" or upload is None or not request.header("content-type").startswith("image/"):
+        return HttpReply(200, "{}")
+    url = f"{emu.web_url}{ATTACHMENTS}/{upload.blob_id}"
+    emu.copilot_attachments[url] = upload
+    emu.uploads.append(upload)
+    return HttpReply(200, json.dumps({"url": url}))
 
 
 def form_fields(request: HttpRequest) -> dict[str, bytes]:

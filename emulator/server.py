@@ -88,6 +88,7 @@ class BingEmulator:
         self.creations: MutableSequence[Creation] = _history(keep_records)
         self.creations_by_id: dict[str, Creation] = {}
         self.pictures: dict[str, bytes] = {}
+        self.copilot_attachments: dict[str, Upload] = {}  # by the URL Copilot's upload answered
         # Copilot (PROTOCOL.md §7): its own conversations, requests and counters.
         self.copilot_start_count = 0
         self.copilot_chat_count = 0

@@ -1,6 +1,7 @@
 """Bing's image endpoints over the shared httpx client (PROTOCOL.md §6): kblob upload, Image Creator
-pages, and bounded downloads. Every endpoint hangs off BING_WEB_URL; transport failures become
-`ProxyError`s. What the answers mean is read in `conversations/` (with `messagers/images.py`).
+pages and bounded downloads, all off BING_WEB_URL; and Copilot's attachment upload (§7.2).
+Transport failures become `ProxyError`s; what the answers mean is read in `conversations/` (with
+`messagers/images.py`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ async def post_kblob(
         http, "POST", url, "image upload", files=fields, headers=web_headers(settings, cookies)
     )
     return web_answer(response)
+
+
+async def post_attachment(
+    http: httpx.AsyncClient, settings: Settings, headers: dict[str, str], image: bytes, content_type: str
+) -> WebAnswer:
+    """POST the raw picture to Copilot's COPILOT_URL/c/api/attachments (PROTOCOL.md §7.2)."""
+    url = f"{settings.copilot_url.rstrip('/')}/c/api/attachments"
+    sent = {**headers, "Content-Type": content_type}
+    return web_answer(await send(http, "POST", url, "Copilot image upload", content=image, headers=sent))
 
 
 async def post_create(

@@ -39,13 +39,15 @@ def with_image(url: str, text: str = "What is in this picture?") -> list[Any]:
     ]
 
 
-def ask(client: OpenAI, messages: list[Any], *, stream: bool = False) -> tuple[str, str | None]:
+def ask(
+    client: OpenAI, messages: list[Any], *, stream: bool = False, model: str = "creative"
+) -> tuple[str, str | None]:
     """(content, finish_reason) of one answer, streamed or not."""
     if not stream:
-        result = client.chat.completions.create(model="creative", messages=messages)
+        result = client.chat.completions.create(model=model, messages=messages)
         return result.choices[0].message.content or "", result.choices[0].finish_reason
     parts, reason = [], None
-    for chunk in client.chat.completions.create(model="creative", messages=messages, stream=True):
+    for chunk in client.chat.completions.create(model=model, messages=messages, stream=True):
         if chunk.choices:
             parts.append(chunk.choices[0].delta.content or "")
             reason = chunk.choices[0].finish_reason or reason

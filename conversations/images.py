@@ -19,7 +19,7 @@ from typing import Any
 
 from conversations.accounts import Account
 from conversations.creator import create_images
-from conversations.models import COPILOT, ModelSpec, resolve_model
+from conversations.models import BING, COPILOT, ModelSpec, resolve_model
 from conversations.plan import plan_turn
 from conversations.turn import TurnPlan, Upstream, open_answer
 from conversations.vision import prepare_attachment
@@ -113,8 +113,9 @@ async def generate_images(job: ImageJob, upstream: Upstream) -> dict[str, Any]:
 async def create_with_failover(prompt: str, upstream: Upstream) -> list[str]:
     """Image Creator on signed-in accounts, the next one after an account-level failure."""
     accounts = upstream.accounts
-    tried = {a.name for a in accounts.accounts.values() if not signed_in(a)}
-    if len(tried) == len(accounts):
+    bing = accounts.serving(BING)
+    tried = {a.name for a in bing if not signed_in(a)}
+    if len(tried) == len(bing):
         raise ImageSignInRequired(
             "Image creation needs a signed-in Bing account (a `_U` cookie); none is configured."
         )

@@ -23,7 +23,7 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from conversations.composer import ImageAttachment
-from messagers.images import blob_image_url, kblob_blob_id, kblob_request
+from messagers.images import BlobIds, blob_image_url, kblob_ids, kblob_request
 from networks.bing_images import download, post_attachment, post_kblob
 from networks.copilot import copilot_headers
 from utils.errors import InvalidImage, ProxyError, UpstreamBadResponse
@@ -149,9 +149,9 @@ async def attach_image(
     """Upload the picture for this turn's conversation and point the chat frame's message at it."""
     argument = request["arguments"][0]
     knowledge = kblob_request(str(argument["conversationId"]), str(argument["tone"]))
-    image_url = await upload_image(http, settings, cookies, knowledge, attachment)
-    argument["message"]["imageUrl"] = image_url
-    argument["message"]["originalImageUrl"] = image_url
+    blob = await upload_image(http, settings, cookies, knowledge, attachment)
+    argument["message"]["imageUrl"] = blob_image_url(settings.web_base, blob.shown)
+    argument["message"]["originalImageUrl"] = blob_image_url(settings.web_base, blob.original)
 
 
 async def upload_image(
@@ -160,8 +160,8 @@ async def upload_image(
     cookies: str,
     knowledge: dict[str, Any],
     image: ImageAttachment,
-) -> str:
-    """The `imageUrl` of the uploaded picture; raises InvalidImage (400) when Bing refuses it (no
+) -> BlobIds:
+    """The blob ids of the uploaded picture; raises InvalidImage (400) when Bing refuses it (no
     blobId) and UpstreamBadResponse (502) for any other answer than JSON with HTTP 200."""
     answer = await post_kblob(http, settings, cookies, knowledge, image.data)
     if answer.status != 200:
@@ -170,12 +170,12 @@ async def upload_image(
         body = json.loads(answer.text)
     except ValueError as exc:
         raise UpstreamBadResponse("Bing's image upload answered something other than JSON.") from exc
-    blob_id = kblob_blob_id(body)
-    if blob_id is None:
+    blob = kblob_ids(body)
+    if blob is None:
         raise InvalidImage(
             "Bing refused the uploaded image (no blobId): try another picture.", param=image.param
         )
-    return blob_image_url(settings.web_base, blob_id)
+    return blob
 
 
 async def attach_copilot_image(

@@ -197,8 +197,8 @@ class ChatSession:
         message = arg.get("message")
         if not isinstance(message, dict) or not str(message.get("text") or "").strip():
             return conv, ("InvalidRequest", "The message text is empty.")
-        image = message.get("imageUrl")
-        if image is not None and blob_of(image) not in self.emu.blobs:
+        images = [message[key] for key in ("imageUrl", "originalImageUrl") if key in message]
+        if any(blob_of(image) not in self.emu.blobs for image in images):
             return conv, ("InvalidRequest", "The imageUrl does not point at an image uploaded to "
                           "/images/kblob.")
         return conv, None

@@ -141,9 +141,10 @@ def kblob(emu: BingEmulator, request: HttpRequest, cookie: str) -> HttpReply:
     upload = read_picture(data, str(convo.get("convoid", "")), str(convo.get("convotone", "")))
     if upload is None:
         return HttpReply(200, json.dumps(refused))
-    emu.blobs[upload.blob_id] = upload
+    processed = upload.blob_id + "_fb"  # the face-blurred copy; the same picture here
+    emu.blobs[upload.blob_id] = emu.blobs[processed] = upload
     emu.uploads.append(upload)
-    return HttpReply(200, json.dumps({"blobId": upload.blob_id, "processedBlobId": upload.blob_id + "_fb"}))
+    return HttpReply(200, json.dumps({"blobId": upload.blob_id, "processedBlobId": processed}))
 
 
 def copilot_attachment(emu: BingEmulator, request: HttpRequest, cookie: str) -> HttpReply:

@@ -62,12 +62,23 @@ def kblob_request(conversation_id: str, tone: str) -> dict[str, Any]:
     }
 
 
-def kblob_blob_id(body: Any) -> str | None:
-    """The `blobId` of a kblob answer; None (or empty) means Bing refused the image."""
+@dataclass(frozen=True, slots=True)
+class BlobIds:
+    """An uploaded picture: the id of the original, and of the copy shown to the model."""
+
+    original: str  # `blobId`: goes in `originalImageUrl`
+    shown: str  # `processedBlobId` (faces blurred) when Bing made one, else `blobId`: `imageUrl`
+
+
+def kblob_ids(body: Any) -> BlobIds | None:
+    """The ids in a kblob answer; None when `blobId` is missing or empty (Bing refused the image)."""
     if not isinstance(body, dict):
         return None
-    blob_id = body.get("blobId")
-    return blob_id if isinstance(blob_id, str) and blob_id.strip() else None
+    blob_id, processed = body.get("blobId"), body.get("processedBlobId")
+    if not isinstance(blob_id, str) or not blob_id.strip():
+        return None
+    shown = processed if isinstance(processed, str) and processed.strip() else blob_id
+    return BlobIds(blob_id, shown)
 
 
 def blob_image_url(web_base: str, blob_id: str) -> str:

@@ -65,8 +65,8 @@ def test_a_data_url_image_reaches_bing_as_an_uploaded_blob(
     upload = emulator.uploads[-1]
     assert (upload.width, upload.height, upload.format) == (40, 30, "PNG")
     message = emulator.chat_requests[-1]["message"]
-    assert message["imageUrl"] == f"{emulator.web_url}/images/blob?bcid={upload.blob_id}"
-    assert message["originalImageUrl"] == message["imageUrl"]
+    assert message["imageUrl"] == f"{emulator.web_url}/images/blob?bcid={upload.blob_id}_fb"
+    assert message["originalImageUrl"] == f"{emulator.web_url}/images/blob?bcid={upload.blob_id}"
     assert message["text"] == "What is in this picture?"
     assert upload.conversation_id == emulator.chat_requests[-1]["conversationId"]
     assert upload.tone == "Creative"

@@ -15,13 +15,14 @@ from messagers.answer import advance, start_answer
 from messagers.events import AnswerOptions, ContentDelta, Final, Finished, ImageRequested, UpstreamFailure
 from messagers.frames import parse_final
 from messagers.images import (
+    BlobIds,
     Refusal,
     blob_image_url,
     create_request_id,
     find_refusal,
     image_markdown,
     is_placeholder,
-    kblob_blob_id,
+    kblob_ids,
     kblob_request,
     parse_result_page,
     read_poll,
@@ -94,9 +95,10 @@ def test_kblob_request_and_answers() -> None:
     request = kblob_request("51D|BingProd|X", "Precise")
     assert request["knowledgeRequest"]["convoData"] == {"convoid": "51D|BingProd|X", "convotone": "Precise"}
     assert request["knowledgeRequest"]["invokedSkills"] == ["ImageById"]
-    assert kblob_blob_id({"blobId": "abc", "processedBlobId": "abc_fb"}) == "abc"
-    assert kblob_blob_id({"blobId": "", "processedBlobId": ""}) is None
-    assert kblob_blob_id(["junk"]) is None
+    assert kblob_ids({"blobId": "abc", "processedBlobId": "abc_fb"}) == BlobIds("abc", "abc_fb")
+    assert kblob_ids({"blobId": "abc", "processedBlobId": ""}) == BlobIds("abc", "abc")
+    assert kblob_ids({"blobId": "", "processedBlobId": "x"}) is None
+    assert kblob_ids(["junk"]) is None
     assert (
         blob_image_url("https://www.bing.com", "a+b/c") == "https://www.bing.com/images/blob?bcid=a%2Bb%2Fc"
     )

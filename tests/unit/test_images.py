@@ -12,7 +12,15 @@ from PIL import Image
 
 from conversations.vision import data_url_bytes, upload_ready
 from messagers.answer import advance, start_answer
-from messagers.events import AnswerOptions, ContentDelta, Final, Finished, ImageRequested, UpstreamFailure
+from messagers.events import (
+    AnswerOptions,
+    ContentDelta,
+    Final,
+    Finished,
+    ImageRequested,
+    UpstreamFailure,
+    Waiting,
+)
 from messagers.frames import parse_final
 from messagers.images import (
     BlobIds,
@@ -27,7 +35,7 @@ from messagers.images import (
     parse_result_page,
     read_poll,
 )
-from utils.errors import InvalidImage
+from utils.errors import ContentPolicyViolation, ImageCoinsExhausted, ImageCreationFailed, InvalidImage
 
 RESULT_PAGE = """<!DOCTYPE html><html><body><div id="gir_async">
 <div class="img_cont hoff"><img class="mimg" style="color: #8c7f7f" height="270" width="270"
@@ -175,3 +183,49 @@ def test_pictures_are_kept_downscaled_or_reencoded() -> None:
     with pytest.raises(InvalidImage) as caught:
         upload_ready(tiff.getvalue(), 1000, "p")
     assert "TIFF" in caught.value.message
+
+
+def run_drawing(events: list[Any], outcome: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The events `with_images` makes of `events` when Image Creator answers `outcome`."""
+    import asyncio
+
+    import conversations.drawing as drawing
+
+    async def fake_create(http: Any, settings: Any, cookies: str, prompt: str) -> list[str]:
+        if isinstance(outcome, Exception):
+            raise outcome
+        return [f"https://img/{prompt}/{i}" for i in range(outcome)]
+
+    async def source() -> Any:
+        for event in events:
+            yield event
+
+    async def collect() -> list[Any]:
+        return [e async for e in drawing.with_images(source(), None, None, "")]  # type: ignore[arg-type]
+
+    monkeypatch.setattr(drawing, "create_images", fake_create)
+    return asyncio.run(collect())
+
+
+def test_drawing_adds_pictures_after_the_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = run_drawing([ContentDelta("Sure."), ImageRequested("cat"), Finished("stop")], 2, monkeypatch)
+    assert out == [
+        ContentDelta("Sure."),
+        ContentDelta("\n\n![cat](https://img/cat/0)\n![cat](https://img/cat/1)"),
+        Finished("stop"),
+    ]
+    quiet = run_drawing([ImageRequested("cat"), Finished("stop")], 1, monkeypatch)
+    assert isinstance(quiet[0], Waiting) and quiet[1] == ContentDelta("![cat](https://img/cat/0)")
+
+
+def test_drawing_failures_become_a_note_or_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = run_drawing(
+        [ContentDelta("Sure."), ImageRequested("x"), Finished("stop")],
+        ContentPolicyViolation("no"),
+        monkeypatch,
+    )
+    assert blocked[-1] == Finished("content_filter") and "blocked" in blocked[1].text
+    with pytest.raises(ImageCreationFailed) as caught:
+        run_drawing([ContentDelta("Sure."), ImageRequested("x")], ImageCoinsExhausted("0 coins"), monkeypatch)
+    assert (caught.value.status, caught.value.code) == (429, "rate_limit_exceeded")
+    assert caught.value.envelope()["error"]["type"] == "requests"

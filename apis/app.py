@@ -94,10 +94,11 @@ def open_upstream(settings: Settings, http: httpx.AsyncClient) -> Upstream:
 
 
 async def stop_warm_pools(upstream: Upstream) -> None:
-    """Stop every account's background pool."""
+    """Stop every account's background pool and close the sockets opened ahead."""
     for account in upstream.accounts.accounts.values():
         if account.pool is not None:
             await account.pool.stop()
+    await upstream.sockets.close_all()
 
 
 async def start_demo(stack: AsyncExitStack, settings: Settings) -> Settings:

@@ -44,6 +44,19 @@ class BingClient:
         async with upstream.create_slots:
             return await create_conversation(upstream.http, upstream.settings, account.cookies)
 
+    async def prepare(self, upstream: Upstream, account: Account, session: Session) -> None:
+        """Open the pooled conversation's socket ahead (WARM_SOCKETS): the turn that takes it sends
+        at once. A failure here only means that turn opens its own socket."""
+        if not upstream.settings.warm_sockets or not isinstance(session, SessionIds):
+            return
+        socket = chathub_socket(upstream.settings, session, account.cookies)
+        try:
+            await socket.__aenter__()
+        except UpstreamError as exc:
+            log.info("could not open a warm socket (%s)", exc.code)
+            return
+        upstream.sockets.put(session.conversation_id, socket)
+
     def turn_limit(self, session: Session) -> int | None:
         """Bing says its limit in the `throttling` counters of each answer, not at create."""
         return None
@@ -61,17 +74,41 @@ class BingClient:
         )
         if plan.prompt.image is not None:  # issue 6: vision input, uploaded with this account for this turn
             await attach_image(request, plan.prompt.image, upstream.http, settings, cookies)
-        socket = ChatHubSocket(
-            chathub_url(settings.bing_chathub_url, session.access_token),
-            chathub_headers(cookies, settings.bing_locale),
-            proxy=pick_proxy(settings.bing_chathub_url, settings),
-            open_timeout=settings.connect_timeout,
-            compression=settings.bing_ws_compression,
-        )
-        async with socket:
-            await socket.send(encode_record(request))
+        record = encode_record(request)
+        socket = await send_on_warm_socket(upstream, session, record) if thread.turns == 0 else None
+        sent = socket is not None
+        socket = socket or chathub_socket(settings, session, cookies)
+        async with socket:  # opens it, unless it was opened ahead
+            if not sent:
+                await socket.send(record)
             async for event in read_answer(socket, plan.options, settings):
                 yield event
+
+
+def chathub_socket(settings: Settings, session: SessionIds, cookies: str) -> ChatHubSocket:
+    """The (unopened) ChatHub socket of one conversation."""
+    return ChatHubSocket(
+        chathub_url(settings.bing_chathub_url, session.access_token),
+        chathub_headers(cookies, settings.bing_locale),
+        proxy=pick_proxy(settings.bing_chathub_url, settings),
+        open_timeout=settings.connect_timeout,
+        compression=settings.bing_ws_compression,
+    )
+
+
+async def send_on_warm_socket(upstream: Upstream, session: SessionIds, record: str) -> ChatHubSocket | None:
+    """The socket opened ahead for this conversation with the invocation sent on it, or None (none
+    was opened, or it died: the caller then opens a fresh one, invisibly to the client)."""
+    socket = await upstream.sockets.claim(session.conversation_id)
+    if socket is None:
+        return None
+    try:
+        await socket.send(record)
+    except UpstreamError as exc:
+        log.info("a warm socket failed on send (%s); opening a fresh one", exc.code)
+        await socket.__aexit__(type(exc), exc, None)
+        return None
+    return socket
 
 
 async def read_answer(

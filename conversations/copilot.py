@@ -68,6 +68,9 @@ class CopilotClient:
                 upstream.http, upstream.settings, account.cookies, account.token
             )
 
+    async def prepare(self, upstream: Upstream, account: Account, session: Session) -> None:
+        """Nothing beyond the start: a Copilot socket is opened by the turn."""
+
     def turn_limit(self, session: Session) -> int | None:
         """The `remainingTurns` start reported, if it did."""
         return session.remaining_turns if isinstance(session, CopilotSession) else None

@@ -22,9 +22,16 @@ REFILL_DELAY = 0.02
 class WarmPool:
     """Keeps up to `size` fresh conversations; a background task refills and renews them."""
 
-    def __init__(self, create: Callable[[], Awaitable[Session]], size: int, max_age: float) -> None:
-        self._create, self.size, self.max_age = create, size, max_age
+    def __init__(
+        self,
+        create: Callable[[], Awaitable[Session]],
+        size: int,
+        max_age: float,
+        discard: Callable[[Session], Awaitable[None]] | None = None,
+    ) -> None:
+        self._create, self.size, self.max_age, self._discard = create, size, max_age, discard
         self._ready: deque[tuple[float, Session]] = deque()
+        self._stale: list[Session] = []  # aged out, not yet discarded (its warm socket closed)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -37,12 +44,15 @@ class WarmPool:
             self._task = asyncio.create_task(self._fill(), name="warm-pool")
 
     async def stop(self) -> None:
-        """Stop the background task; pooled conversations are simply forgotten."""
+        """Stop the background task; pooled conversations are forgotten (their warm sockets closed)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._stale += [session for _, session in self._ready]
+        self._ready.clear()
+        await self._discard_stale()
 
     def take(self) -> Session | None:
         """A fresh pre-created conversation, or None when the pool is empty."""
@@ -52,6 +62,7 @@ class WarmPool:
             if now - created < self.max_age:
                 self._wake.set()
                 return session
+            self._stale.append(session)
         self._wake.set()
         return None
 
@@ -59,6 +70,7 @@ class WarmPool:
         delay = BACKOFF_START
         while True:
             self._drop_old()
+            await self._discard_stale()
             if len(self._ready) >= self.size:
                 await self._sleep_until_needed()
                 if len(self._ready) < self.size:  # a turn took one just now
@@ -78,7 +90,13 @@ class WarmPool:
     def _drop_old(self) -> None:
         now = time.monotonic()
         while self._ready and now - self._ready[0][0] >= self.max_age:
-            self._ready.popleft()
+            self._stale.append(self._ready.popleft()[1])
+
+    async def _discard_stale(self) -> None:
+        stale, self._stale = self._stale, []
+        if self._discard is not None:
+            for session in stale:
+                await self._discard(session)
 
     async def _sleep_until_needed(self) -> None:
         oldest = self._ready[0][0] if self._ready else time.monotonic()

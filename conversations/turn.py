@@ -21,6 +21,7 @@ from conversations.composer import ComposedPrompt, Limits
 from conversations.drawing import with_images
 from conversations.models import BING, ModelSpec
 from conversations.pool import WarmPool
+from conversations.sockets import SocketShelf
 from conversations.threads import ChatThread, ConversationStore, Session, thread_key
 from conversations.upstreams import client_for, client_named
 from messagers.events import (
@@ -66,6 +67,7 @@ class Upstream:
     accounts: AccountPool
     watcher: AccountWatcher | None = None
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CREATE_CONNECTIONS))
+    sockets: SocketShelf = field(default_factory=SocketShelf)  # opened ahead for pooled conversations
 
     async def refresh_accounts(self) -> None:
         """Adopt a changed accounts file: warm pools start for new accounts and stop for old ones."""
@@ -236,12 +238,17 @@ def start_warm_pool(upstream: Upstream, account: Account) -> None:
         if not account.usable(time.time()):  # a resting account is not asked for conversations
             raise UpstreamRateLimited(f"account {account.name} is {account.state.value}")
         try:
-            return await create_session(upstream, account)
+            session = await create_session(upstream, account)
         except UpstreamError as exc:
             record_outcome(account, exc, time.time(), upstream.accounts.max_rest)
             raise
+        await client_named(account.upstream).prepare(upstream, account, session)
+        return session
 
-    account.pool = WarmPool(create_ahead, settings.warm_pool_size, settings.warm_pool_max_age)
+    async def discard(session: Session) -> None:
+        await upstream.sockets.discard(session.conversation_id)
+
+    account.pool = WarmPool(create_ahead, settings.warm_pool_size, settings.warm_pool_max_age, discard)
     account.pool.start()
 
 

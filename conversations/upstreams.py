@@ -45,6 +45,10 @@ class UpstreamClient(Protocol):
         """A new conversation on `account`; raises UpstreamError."""
         ...
 
+    async def prepare(self, upstream: Upstream, account: Account, session: Session) -> None:
+        """Make a pooled conversation ready beyond its start (Bing: open its socket ahead); never raises."""
+        ...
+
     def turn_limit(self, session: Session) -> int | None:
         """The conversation's turn limit when its start said it."""
         ...

@@ -106,7 +106,7 @@ class ChatSession:
 
     async def _serve(self) -> None:
         """Handle chat invocations until the client leaves or a fault ends the socket."""
-        wait = IDLE_TIMEOUT
+        wait = self.emu.socket_idle_timeout
         while True:
             item = await self._next(wait)
             if item is None:

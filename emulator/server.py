@@ -22,6 +22,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from . import copilot
+from .chathub import IDLE_TIMEOUT as SOCKET_IDLE_TIMEOUT
 from .chathub import ChatSession
 from .create import CREATE_PATHS, HTML, handle_create, to_response
 from .faults import Faults, cookie_flags
@@ -66,6 +67,7 @@ class BingEmulator:
         self.words, self.words_per_update = words, words_per_update
         self.update_delay, self.think = update_delay, think
         self.ping_interval, self.close_wait = ping_interval, close_wait
+        self.socket_idle_timeout = SOCKET_IDLE_TIMEOUT  # a socket with no chat frame is closed after this
         self.faults = Faults(slow_seconds=slow_seconds)
         self.random = random.Random(seed)
         self.keep_records = keep_records

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 
 from networks.headers import ORIGIN, USER_AGENT
 from utils.errors import (
@@ -61,6 +62,8 @@ class ChatHubSocket:
         self._greeting = ""  # the initial type 6 record, sent with the first message after the handshake
 
     async def __aenter__(self) -> ChatHubSocket:
+        if self._ws is not None:  # opened ahead (a warm socket): entering only takes ownership
+            return self
         self._ws = await self._connect()
         if not self._signalr:  # Copilot's socket: plain JSON, no handshake
             return self
@@ -84,6 +87,10 @@ class ChatHubSocket:
         else:
             # Cancelled (the client left) or failed: drop the connection at once, without awaiting.
             self._ws.transport.abort()
+
+    def is_open(self) -> bool:
+        """Whether the socket is open and no close has begun."""
+        return self._ws is not None and self._ws.state is State.OPEN
 
     async def send(self, text: str) -> None:
         """Send one websocket text message (the first carries the initial ping record too: SignalR

@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     # Conversations created ahead of need (0 disables), replaced when older than the max age.
     warm_pool_size: int = 1
     warm_pool_max_age: float = 3600.0
+    warm_sockets: bool = True
 
     # Images (PROTOCOL.md §6): vision input and Image Creator.
     max_image_bytes: int = 10_000_000  # an input image (decoded) or a fetched one, at most

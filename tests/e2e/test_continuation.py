@@ -160,3 +160,36 @@ def test_warm_pool_serves_the_first_turn_without_a_create(emulator: BingEmulator
         turn(client, [], "served from the pool")
         assert emulator.chat_requests[-1]["conversationId"] in pooled
         eventually(lambda: emulator.create_count == before + 3)  # refilled in the background
+
+
+def test_warm_socket_is_opened_ahead_and_serves_the_first_turn(emulator: BingEmulator) -> None:
+    with ServerThread(service_settings(emulator, warm_pool_size=1)) as url, openai_client(url) as client:
+        eventually(lambda: any(r.handshake_done and not r.chats and r.closed_at is None
+                               for r in emulator.connections))  # created and opened ahead
+        warm = [r for r in emulator.connections
+                if r.handshake_done and not r.chats and r.closed_at is None][-1]
+        opened_before = len(emulator.connections)
+        assert turn(client, [], "served on a warm socket")
+        assert warm.chats == 1 and warm.completed  # the turn ran on the socket opened ahead
+        assert all(r.chats == 0 for r in list(emulator.connections)[opened_before:])
+        eventually(lambda: len([r for r in emulator.connections if not r.chats and r.closed_at is None]) == 1)
+    eventually(lambda: all(r.closed_at is not None for r in emulator.connections))  # shutdown closes them
+
+
+def test_a_warm_socket_bing_closed_is_replaced_invisibly(emulator: BingEmulator) -> None:
+    emulator.socket_idle_timeout = 0.2
+    mark = len(emulator.connections)
+    try:
+        with ServerThread(service_settings(emulator, warm_pool_size=1)) as url, openai_client(url) as client:
+            eventually(lambda: any(r.handshake_done and r.closed_at is not None and not r.chats
+                                   for r in emulator.connections))  # Bing dropped the idle warm socket
+            dead = [r for r in emulator.connections if r.handshake_done and r.closed_at is not None][-1]
+            pooled = list(emulator.conversations)[-1]
+            emulator.socket_idle_timeout = 60.0
+            assert turn(client, [], "after the warm socket died")
+            assert emulator.chat_requests[-1]["conversationId"] == pooled  # the pooled conversation, anyway
+            served = [r for r in list(emulator.connections)[mark:] if r.chats]
+            assert len(served) == 1 and served[0].completed
+            assert dead.closed_at is not None and served[0].opened_at > dead.closed_at  # a fresh socket
+    finally:
+        emulator.socket_idle_timeout = 60.0

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from apis import __version__
 from apis.errors import CatchAll, install_error_handlers
 from apis.health import HealthRecord
+from apis.images import images_router
 from apis.limits import RequestLimits
 from apis.middleware import NormalizePath
 from apis.operator import install_operator_views
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for prefix in PREFIXES:
         app.include_router(openai_router, prefix=prefix, include_in_schema=prefix == "/v1")
+        app.include_router(images_router, prefix=prefix, include_in_schema=prefix == "/v1")
     app.include_router(service_router)
     install_operator_views(app)  # the page at /, /status, /metrics (apis/operator.py)
     app.add_middleware(CatchAll)
@@ -112,7 +114,8 @@ async def start_demo(stack: AsyncExitStack, settings: Settings) -> Settings:
         update={
             "bing_create_url": emulator.create_url,
             "bing_chathub_url": emulator.chathub_url,
-            "bing_cookies": "",
+            "bing_web_url": emulator.web_url,
+            "bing_cookies": "_U=emulator-demo",  # signed in, so the demo can draw (Image Creator)
             "copilot_url": emulator.copilot_url,
             "copilot_ws_url": emulator.copilot_ws_url,
             "copilot_cookies": "__Host-copilot-anon=demo",  # the emulator's anonymous Copilot user

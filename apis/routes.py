@@ -14,6 +14,7 @@ from apis.auth import require_admin_key, require_api_key, supplied_key
 from apis.health import health_report
 from apis.schemas import ChatRequest, check_supported
 from apis.streaming import ClientGone, collect_completion, sse_body, until_disconnect
+from conversations.images import prepare_plan_images
 from conversations.models import COPILOT, CREATED, ModelSpec, list_models
 from conversations.plan import plan_turn
 from conversations.turn import Upstream, open_answer
@@ -41,6 +42,7 @@ async def create_chat_completion(body: ChatRequest, request: Request) -> Respons
     ctx = new_context(body.model or plan.model.id, include_usage=body.include_usage)
     prompt_text = plan.prompt.context + plan.prompt.text
     try:
+        plan = await until_disconnect(request, prepare_plan_images(plan, upstream))  # issue 6: vision
         answer = await until_disconnect(request, open_answer(plan, upstream))
         if body.stream:
             events = sse_body(answer, ctx, prompt_text, request.app.state.health)

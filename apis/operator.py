@@ -86,10 +86,11 @@ async def status(request: Request) -> dict[str, Any]:
 
 
 def account_status(view: dict[str, Any], now: float) -> dict[str, Any]:
-    """An account as the page shows it: name, state, and when a resting one is tried again."""
+    """An account as the page shows it: name, upstream, state, and when a resting one is tried again."""
     retry_at = view["retry_at"]
     return {
         "name": view["name"],
+        "upstream": view.get("upstream", "bing"),
         "state": view["state"],
         "usable": view["usable"],
         "retry_at": retry_at,

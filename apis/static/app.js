@@ -61,7 +61,12 @@ async function loadHealth() {
   const health = await response.json();
   text("version", `version ${health.version}`);
   const up = health.upstream;
-  text("upstream", `${up.create_host} (create), ${up.chathub_host} (ChatHub)${up.demo ? " · demo: the built-in emulator" : ""}`);
+  const counts = (name) => {
+    const u = (health.upstreams || {})[name];
+    return u ? ` · ${u.usable}/${u.accounts} accounts can serve` : "";
+  };
+  text("upstream", `Bing: ${up.create_host} (create), ${up.chathub_host} (ChatHub)${counts("bing")}; ` +
+    `Copilot: ${up.copilot_host}${counts("copilot")}${up.demo ? " · demo: the built-in emulator" : ""}`);
   const badge = $("service-status");
   badge.textContent = health.status === "ok" ? "can answer" : "degraded: no account can serve";
   badge.className = `badge ${health.status}`;
@@ -72,6 +77,7 @@ function showAccounts(accounts) {
     const row = document.createElement("tr");
     row.dataset.account = account.name;
     cell(row, account.name);
+    cell(row, account.upstream);
     const state = document.createElement("span");
     state.className = `badge state-${account.state}`;
     state.textContent = account.state;

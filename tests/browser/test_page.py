@@ -60,7 +60,9 @@ def test_page_shows_the_service_and_each_accounts_state(page: Any, site: str) ->
     assert "127.0.0.1" in str(page.locator("#upstream").text_content())
     assert account_state(page, "alpha") == "healthy"
     assert account_state(page, "bravo") == "needs_captcha"
-    retry = page.locator('#accounts tr[data-account="bravo"] td').nth(3).text_content()
+    assert page.locator('#accounts tr[data-account="bravo"] td').nth(1).text_content() == "bing"
+    assert "Copilot" in str(page.locator("#upstream").text_content())
+    retry = page.locator('#accounts tr[data-account="bravo"] td').nth(4).text_content()
     assert retry in ("15 min", "14 min")  # re-probed after 15 minutes
     assert page.locator("#recent-total").text_content() == "2"
     assert "upstream_captcha_required" not in str(page.locator("#recent-errors").text_content())

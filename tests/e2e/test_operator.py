@@ -124,7 +124,7 @@ def test_status_shows_states_and_recent_requests_without_secrets(
     assert status["version"] == "0.1.0" and status["status"] == "degraded"
     assert status["auth"] == {"api_keys": False, "admin_view": False}
     [account] = status["accounts"]
-    assert set(account) == {"name", "state", "usable", "retry_at", "retry_in"}
+    assert set(account) == {"name", "upstream", "state", "usable", "retry_at", "retry_in"}
     assert account["name"] == "default" and account["state"] == "needs_captcha"
     assert 890 <= account["retry_in"] <= 900
     recent = status["recent"]

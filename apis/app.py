@@ -12,8 +12,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from apis import __version__
 from apis.errors import CatchAll, install_error_handlers
 from apis.health import HealthRecord
+from apis.images import images_router
 from apis.limits import RequestLimits
 from apis.middleware import NormalizePath
+from apis.operator import install_operator_views
+from apis.requestlog import RequestLog
 from apis.routes import openai_router, service_router
 from apis.shared_limits import SharedRateLimiter
 from apis.shutdown import Draining
@@ -44,7 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for prefix in PREFIXES:
         app.include_router(openai_router, prefix=prefix, include_in_schema=prefix == "/v1")
+        app.include_router(images_router, prefix=prefix, include_in_schema=prefix == "/v1")
     app.include_router(service_router)
+    install_operator_views(app)  # the page at /, /status, /metrics (apis/operator.py)
     app.add_middleware(CatchAll)
     app.add_middleware(Draining, settings=settings)  # SHUTDOWN_GRACE_SECONDS, then 503 (apis/shutdown.py)
     app.add_middleware(RequestLimits, settings=settings)  # 413 and this service's 429 (apis/limits.py)
@@ -53,8 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_origins=settings.cors_origin_list,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],  # echoes the requested headers, which covers Authorization
-        expose_headers=["Retry-After", "x-should-retry"],
+        expose_headers=["Retry-After", "x-should-retry", "X-Request-ID"],
     )
+    app.add_middleware(RequestLog, recent=app.state.recent)  # one line per request (apis/requestlog.py)
     app.add_middleware(NormalizePath)
     return app
 
@@ -140,11 +146,13 @@ async def start_demo(stack: AsyncExitStack, settings: Settings) -> Settings:
         update={
             "bing_create_url": emulator.create_url,
             "bing_chathub_url": emulator.chathub_url,
-            "bing_cookies": "",
+            "bing_web_url": emulator.web_url,
+            "bing_cookies": "_U=emulator-demo",  # signed in, so the demo can draw (Image Creator)
             "copilot_url": emulator.copilot_url,
             "copilot_ws_url": emulator.copilot_ws_url,
             "copilot_cookies": "__Host-copilot-anon=demo",  # the emulator's anonymous Copilot user
             "copilot_access_token": "",
+            "bing_cookies_file": None,  # the demo's accounts are the emulator's, whatever is mounted
             "bing_proxy": None,
             "account_max_rest": 3.0,  # a fault tried in the demo must not bench its only account
         }

@@ -6,6 +6,7 @@ import argparse
 import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the server until interrupted."""
     args = parse_args(argv)
     settings = get_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     problem = workers_problem(args, settings)
     if problem is not None:
         log.error("%s", problem)
@@ -62,10 +63,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.demo:
         settings = settings.model_copy(update={"demo": True})
         log.info("demo mode: answers come from the built-in Bing emulator, not from Bing")
+    check_accounts_file(settings)
     common = {
         "host": args.host,
         "port": args.port,
         "log_level": settings.log_level.lower(),
+        # Our own line per request (apis/requestlog.py) replaces uvicorn's access log, and uvicorn's
+        # messages go through the root handler, so LOG_FORMAT=json covers them too.
+        "access_log": False,
+        "log_config": None,
         # uvicorn's hard stop comes after our grace period, so cut streams can say goodbye first.
         "timeout_graceful_shutdown": graceful_timeout(settings.shutdown_grace_seconds),
     }
@@ -78,6 +84,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         uvicorn.run("apis.app:create_app", factory=True, workers=args.workers, **common)
     else:
         uvicorn.run(create_app(settings), **common)
+
+
+def check_accounts_file(settings: Settings) -> None:
+    """Exit with a plain message (not a traceback) when BING_COOKIES_FILE names a missing file."""
+    path = settings.bing_cookies_file
+    if path and not settings.demo and not Path(path).is_file():
+        log.error(
+            "BING_COOKIES_FILE=%s does not exist: mount the accounts file there (see README, Deployment), "
+            "or set BING_COOKIES_FILE= (empty) to use BING_COOKIES",
+            path,
+        )
+        raise SystemExit(2)
 
 
 def graceful_timeout(grace: float) -> int:

@@ -53,6 +53,7 @@ def health_report(
         "upstream": {
             "create_host": urlsplit(settings.bing_create_url).netloc,
             "chathub_host": urlsplit(settings.bing_chathub_url).netloc,
+            "web_host": urlsplit(settings.bing_web_url).netloc,
             "copilot_host": urlsplit(settings.copilot_url).netloc,
             "copilot_ws_host": urlsplit(settings.copilot_ws_url).netloc,
             "demo": settings.demo,

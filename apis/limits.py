@@ -29,6 +29,7 @@ from utils.settings import Settings
 log = logging.getLogger(__name__)
 MAX_BUCKETS = 10_000  # distinct callers remembered at once; the least recently seen go first
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+LIMITED_PATHS = ("/chat/completions", "/images/generations")  # what RATE_LIMIT_PER_MINUTE counts
 
 
 def live_settings(scope: Scope, fallback: Settings) -> Settings:
@@ -112,7 +113,7 @@ class RequestLimits:
         if limit > 0 and declared_length(scope) > limit:
             await send_error(scope, receive, send, too_large(limit))
             return
-        if scope["method"] == "POST" and scope["path"].endswith("/chat/completions"):
+        if scope["method"] == "POST" and scope["path"].endswith(LIMITED_PATHS):
             refusal = await self.rate_limit(scope, settings)
             if refusal is not None:
                 await send_error(scope, receive, send, refusal)
@@ -145,7 +146,7 @@ class RequestLimits:
         log.info("rate limit: a caller is over %d requests a minute", per_minute)
         return ServiceRateLimited(
             f"Rate limit of this proxy service exceeded: it allows {per_minute} chat completion "
-            f"requests a minute per {per} (RATE_LIMIT_PER_MINUTE). Retry in {retry_after} s. "
+            f"(and image) requests a minute per {per} (RATE_LIMIT_PER_MINUTE). Retry in {retry_after} s. "
             "This limit is set by the service's operator; it is not Bing's quota.",
             headers={
                 "Retry-After": str(retry_after),
@@ -154,7 +155,6 @@ class RequestLimits:
                 "x-ratelimit-reset-requests": f"{retry_after}s",
             },
         )
-
 
     async def take_token(self, scope: Scope, caller: bytes, per_minute: int) -> float | None:
         """One token from the caller's bucket: shared through Redis when the app has it (and Redis

@@ -14,11 +14,13 @@ from apis.auth import require_admin_key, require_api_key, supplied_key
 from apis.health import health_report
 from apis.schemas import ChatRequest, check_supported
 from apis.streaming import ClientGone, collect_completion, sse_body, until_disconnect
+from conversations.images import prepare_plan_images
 from conversations.models import COPILOT, CREATED, ModelSpec, list_models
 from conversations.plan import plan_turn
 from conversations.turn import Upstream, open_answer
 from messagers.chunks import new_context
 from utils.errors import ModelNotFound
+from utils.tracking import note_model
 
 log = logging.getLogger(__name__)
 openai_router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -34,11 +36,13 @@ async def create_chat_completion(body: ChatRequest, request: Request) -> Respons
     messages = [message.model_dump() for message in body.messages]
     caller = f"{supplied_key(request)}\x00{body.user if isinstance(body.user, str) else ''}"
     plan = plan_turn(messages, body.model, body.inline_extras, upstream.settings, caller)
+    note_model(plan.model.id, bool(body.stream))  # for the request's log line and metrics
     if upstream.settings.log_prompts:  # off by default: prompts are the users' business
         log.info("prompt (%s): %s", plan.model.id, plan.prompt.text)
     ctx = new_context(body.model or plan.model.id, include_usage=body.include_usage)
     prompt_text = plan.prompt.context + plan.prompt.text
     try:
+        plan = await until_disconnect(request, prepare_plan_images(plan, upstream))  # issue 6: vision
         answer = await until_disconnect(request, open_answer(plan, upstream))
         if body.stream:
             events = sse_body(answer, ctx, prompt_text, request.app.state.health)
@@ -84,18 +88,6 @@ async def list_accounts(request: Request) -> dict[str, Any]:
     await upstream.refresh_accounts()
     await upstream.accounts.sync()
     return {"object": "list", "data": upstream.accounts.public_view()}
-
-
-@service_router.get("/", include_in_schema=False)
-async def root(request: Request) -> dict[str, Any]:
-    """Where to point a client."""
-    base = str(request.base_url).rstrip("/")
-    return {
-        "service": "Bing Chat API",
-        "version": __version__,
-        "base_url": f"{base}/v1",
-        "docs": f"{base}/docs",
-    }
 
 
 def model_object(name: str, spec: ModelSpec) -> dict[str, Any]:

@@ -123,3 +123,30 @@ def check_supported(request: ChatRequest) -> None:
         )
     if request.audio is not None or "audio" in (request.modalities or []):
         raise InvalidRequest("Audio output is not supported.", param="modalities")
+
+
+class ImageRequest(BaseModel):
+    """`POST /v1/images/generations`: `size`, `model`, `quality`, `style` and `user` are accepted and
+    ignored (Bing decides); unknown fields too."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"prompt": "A lighthouse at dawn, watercolour", "n": 1}]},
+    )
+    prompt: str
+    n: int | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    size: str | None = None
+    model: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    user: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def refuse_unusable_json(cls, data: Any) -> Any:
+        """As for chat requests (see `json_problem`)."""
+        problem = json_problem(data)
+        if problem:
+            raise ValueError(problem)
+        return data

@@ -27,6 +27,7 @@ from messagers.chunks import (
 from messagers.events import ContentDelta, Finished, ImageGenerated, ReasoningDelta, Waiting
 from messagers.sse import DONE, encode_data
 from utils.errors import ProxyError, ServerShuttingDown, UpstreamBadResponse, UpstreamError
+from utils.tracking import note_error, note_first_token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,6 +57,7 @@ async def sse_body(
                 if event is None:
                     break
                 if isinstance(event, ContentDelta):
+                    note_first_token()
                     parts.append(event.text)
                     yield pending + encode_data(content_chunk(ctx, event.text))
                     pending = b""
@@ -79,14 +81,17 @@ async def sse_body(
         raise UpstreamBadResponse("The upstream's answer ended without a final frame.")
     except ServerShuttingDown as exc:  # the upstream socket is closed by now
         log.info("a stream was ended by the shutdown")
+        note_error(exc.code, in_band=True)
         yield pending + encode_data(exc.envelope()) + DONE
     except ProxyError as exc:
         log.warning("stream failed after the first byte: %s", exc.code)
+        note_error(exc.code, in_band=True)
         if isinstance(exc, UpstreamError):
             health.record_failure(exc.code or "upstream_error")
         yield pending + encode_data(exc.envelope()) + DONE
     except Exception:
         log.exception("stream failed after the first byte")
+        note_error("server_error", in_band=True)
         yield pending + encode_data(error_body(INTERNAL_MESSAGE, "server_error")) + DONE
 
 
@@ -97,6 +102,7 @@ async def collect_completion(answer: Answer, ctx: ChunkContext, prompt_text: str
     async with aclosing(answer.events()) as events:
         async for event in events:
             if isinstance(event, ContentDelta):
+                note_first_token()
                 parts.append(event.text)
             elif isinstance(event, ReasoningDelta):
                 thoughts.append(event.text)

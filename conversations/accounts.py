@@ -28,6 +28,8 @@ from utils.errors import (
     UpstreamNotConfigured,
     UpstreamRateLimited,
 )
+from utils.metrics import count_upstream_error
+from utils.tracking import note_account
 
 
 class AccountState(StrEnum):
@@ -161,6 +163,7 @@ class AccountPool:
                     account = min(free, key=lambda a: (a.in_flight, a.uses))
                     account.in_flight += 1
                     account.uses += 1
+                    note_account(account.name)  # the request's log line names where its turn ran
                     return account
                 if not await self._wait_for_slot(deadline):
                     return None
@@ -242,6 +245,7 @@ def record_outcome(account: Account, error: UpstreamError | None, now: float, ma
         return
     account.failures += 1
     account.last_error, account.last_error_at = error.code, now
+    count_upstream_error(error.code)  # /metrics: bingapi_upstream_errors_total
     state = state_for(error)
     if state is None:
         return  # transient: says nothing about the account

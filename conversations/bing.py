@@ -13,6 +13,7 @@ from conversations.composer import check_context
 from conversations.models import BING
 from conversations.request import build_chat_request
 from conversations.threads import ChatThread, Session
+from conversations.vision import attach_image
 from messagers.answer import AnswerState, advance, merge_deltas, start_answer
 from messagers.events import AnswerEvent, AnswerOptions, Ignored, Ping, UpstreamFailure, Waiting
 from messagers.frames import encode_record, parse_message
@@ -71,6 +72,8 @@ class BingClient:
         request = build_chat_request(
             plan.prompt, session, plan.model, settings.bing_locale, turn=thread.turns
         )
+        if plan.prompt.image is not None:  # issue 6: vision input, uploaded with this account for this turn
+            await attach_image(request, plan.prompt.image, upstream.http, settings, cookies)
         record = encode_record(request)
         socket = await send_on_warm_socket(upstream, session, record) if thread.turns == 0 else None
         sent = socket is not None

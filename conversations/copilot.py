@@ -21,6 +21,7 @@ from conversations.clock import TurnClock, raise_idle
 from conversations.composer import check_single_message, single_message
 from conversations.models import COPILOT
 from conversations.threads import ChatThread, Session
+from conversations.vision import attach_copilot_image
 from messagers.copilot import (
     CopilotChallenge,
     CopilotIgnored,
@@ -84,7 +85,12 @@ class CopilotClient:
                 "A Copilot turn was asked to continue a conversation of another upstream."
             )
         text = single_message(plan.prompt) if thread.turns == 0 else plan.prompt.text
-        request = orjson.dumps(send_event(session.conversation_id, plan.model.mode, text)).decode()
+        sent = send_event(session.conversation_id, plan.model.mode, text)
+        if plan.prompt.image is not None:  # issue 6: vision input, attached for this turn
+            cookies = merge_cookies(account.cookies if account is not None else "", session.cookies)
+            token = account.token if account is not None else ""
+            await attach_copilot_image(sent, plan.prompt.image, upstream.http, settings, cookies, token)
+        request = orjson.dumps(sent).decode()
         socket = copilot_socket(settings, account, session)
         async with socket:
             await socket.send(request)

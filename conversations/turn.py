@@ -18,6 +18,7 @@ from conversations.account_file import AccountWatcher
 from conversations.accounts import Account, AccountPool, record_outcome, state_for
 from conversations.clock import CLIENT_PING_SECONDS, TurnClock  # noqa: F401 (their home was here)
 from conversations.composer import ComposedPrompt, Limits
+from conversations.drawing import with_images
 from conversations.models import BING, ModelSpec
 from conversations.pool import WarmPool
 from conversations.sockets import SocketShelf
@@ -188,12 +189,16 @@ async def run_on_thread(
 ) -> AsyncGenerator[AnswerEvent, None]:
     """One attempt on `thread`, remembering the conversation when the answer completes."""
     parts: list[str] = []
-    async for event in run_attempt(plan, upstream, thread):
-        if isinstance(event, ContentDelta):
-            parts.append(event.text)
-        elif isinstance(event, Finished):
-            await keep_thread(plan, upstream, thread, event, "".join(parts))
-        yield event
+    owner = upstream.accounts.get(thread.account)  # issue 6: Bing's image requests, drawn by this account
+    cookies = owner.cookies if owner is not None else ""
+    attempt = with_images(run_attempt(plan, upstream, thread), upstream.http, upstream.settings, cookies)
+    async with aclosing(attempt) as events:
+        async for event in events:
+            if isinstance(event, ContentDelta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                await keep_thread(plan, upstream, thread, event, "".join(parts))
+            yield event
 
 
 async def claim_thread(plan: TurnPlan, upstream: Upstream) -> ChatThread | None:

@@ -20,6 +20,9 @@ Ways to make it misbehave, from the narrowest to the broadest:
   `blocked` answers start with `isBlocked: true`, `throttled` answers start with HTTP 429, and
   `captcha` meets every chat with a Cloudflare challenge.
 
+  | `emulate=no_coins` | succeeds | succeeds; Image Creator answers "0 coins available" |
+  | `emulate=upload_refused` | succeeds | succeeds; kblob answers an empty `blobId` |
+
   A conversation remembers the flags of the create that made it; the flags on the websocket
   upgrade's Cookie header count too (the union applies). Flags outrank every other fault, and a
   chat they refuse consumes no `Faults.times` use. Unknown flags are logged and ignored.
@@ -32,6 +35,23 @@ Ways to make it misbehave, from the narrowest to the broadest:
   - `create_failure_rate`: that share of creates answers HTTP 500 (a transient failure);
   - `drop_rate`: that share of chats aborts the TCP connection after some answer text (`drop`);
   - `drop_before_text_rate`: that share aborts it before any answer text (`drop_start`).
+
+- **Images** (`emulator/images.py`, on the keep-alive port, which stands in for www.bing.com:
+  `BingEmulator.web_url`): kblob upload, Image Creator (the 302 with the request id, polling, the
+  result page, the pictures). `Faults.image` (one of `IMAGE_FAULTS`) or an `emulate:NAME` directive
+  in the image prompt makes Image Creator refuse (`image_blocked`, `image_reviewed`,
+  `image_language`, `image_unavailable`, `no_coins`), answer `Pending` (`image_pending`), never
+  finish (`image_timeout`), show placeholders (`image_placeholder`) or want `rt=3`
+  (`image_rt3`); `Faults.upload` (`upload_refused`, `upload_http500`) breaks kblob. Anonymous
+  accounts (no `_U`) are redirected to sign in. In Creative and Precise (`gencontentv3`), a chat
+  prompt with `emulate:draw`
+  (`emulate:draw=quiet`: no answer text), an image fault directive, or starting "Draw ..." /
+  "Create an image of ..." is answered with a `GenerateContentQuery` (`contentType: IMAGE`); a chat
+  frame whose `message.imageUrl` is not an uploaded blob is refused (`InvalidRequest`);
+  `emulate:no_image` answers a drawing request with words only. Copilot's `/c/api/attachments`
+  stores pictures (`copilot_attachments`); a `send` event's `image` part must name one, and a
+  drawing request gets one `imageGenerated` picture. Records: `uploads`, `blobs`, `creations`,
+  `pictures`, `copilot_attachments`.
 
   The chosen fault is kept in the connection's `ConnectionRecord.fault` (`account:FLAG` for an
   account flag), and every applied fault is counted in `BingEmulator.fault_counts` by

@@ -2,7 +2,8 @@
 
 `--port` is the ChatHub websocket port; create and stats are served with keep-alive on
 `--http-port` (0 = any free port). Once listening, one line is printed to stdout (flushed):
-`emulator ready: create=URL stats=URL chathub=URL http_port=N port=M`.
+`emulator ready: create=URL stats=URL chathub=URL http_port=N port=M web=URL copilot=URL
+copilot_ws=URL` (web: the stand-in for https://www.bing.com's image endpoints, for BING_WEB_URL).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ async def _serve(args: argparse.Namespace) -> None:
     async with emulator:
         print(f"emulator ready: create={emulator.create_url} stats={emulator.stats_url} "
               f"chathub={emulator.chathub_url} http_port={emulator.http_port} "
-              f"port={emulator.port} copilot={emulator.copilot_url} "
+              f"port={emulator.port} web={emulator.web_url} copilot={emulator.copilot_url} "
               f"copilot_ws={emulator.copilot_ws_url}", flush=True)
         await stop.wait()
 

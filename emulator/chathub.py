@@ -13,8 +13,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from . import frames
+from .drawing import plan_draw, wants_drawing
 from .faults import ACCOUNT_FLAGS, ERROR_FAULTS, Directives, account_fault, parse_directives
 from .frames import Record
+from .images import blob_of, describe
 from .state import ConnectionRecord, Conversation
 from .turns import DISENGAGED_AGAIN, Turn, TurnContext, plan_turn
 
@@ -152,7 +154,12 @@ class ChatSession:
         if early is not None:
             return early
         fault, throttling = self._count_turn(conv, fault)
-        turn = plan_turn(self._context(arg, conv, directives, throttling, request_id), fault)
+        context = self._context(arg, conv, directives, throttling, request_id)
+        if fault is None and "gencontentv3" in _list(arg, "optionsSets") and wants_drawing(
+                context.prompt, directives):
+            turn = plan_draw(context, directives)
+        else:
+            turn = plan_turn(context, fault)
         self.record.answer_text = turn.answer_text
         think = self.emu.think if directives.think is None else directives.think
         delay = self.emu.update_delay if directives.delay is None else directives.delay
@@ -190,6 +197,10 @@ class ChatSession:
         message = arg.get("message")
         if not isinstance(message, dict) or not str(message.get("text") or "").strip():
             return conv, ("InvalidRequest", "The message text is empty.")
+        images = [message[key] for key in ("imageUrl", "originalImageUrl") if key in message]
+        if any(blob_of(image) not in self.emu.blobs for image in images):
+            return conv, ("InvalidRequest", "The imageUrl does not point at an image uploaded to "
+                          "/images/kblob.")
         return conv, None
 
     def _count_turn(self, conv: Conversation, fault: str | None) -> tuple[str | None, Record]:
@@ -219,7 +230,9 @@ class ChatSession:
         meta = {"conversationId": conv.conversation_id, "requestId": request_id,
                 "conversationExpiryTime": frames.iso(conv.created_at + self.emu.conversation_ttl),
                 "startTime": frames.iso()}
+        upload = self.emu.blobs.get(blob_of(arg["message"].get("imageUrl")) or "")
         return TurnContext(arg=arg, prompt=str(arg["message"]["text"]), tone=str(arg["tone"]),
+                           image=describe(upload) if upload is not None else None,
                            search="nosearchall" not in options, context_chars=context,
                            words=directives.words or self.emu.words,
                            chunk=directives.chunk or self.emu.words_per_update,

@@ -30,7 +30,9 @@ from .copilot_start import (
     handle_http,
     upgrade_status,
 )
+from .drawing import image_prompt, wants_drawing
 from .faults import parse_directives, strip_directives
+from .images import describe, new_picture
 from .state import ConnectionRecord
 from .text import SUGGESTIONS, answer_text, prefixes, sources_for
 
@@ -56,6 +58,13 @@ def check_hashcash(parameter: str, token: str) -> bool:
     return token.isdigit() and digest.startswith("0" * int(difficulty))
 
 
+def image_urls_of(frame: dict[str, Any]) -> list[str]:
+    """The `url`s of a `send` event's image parts."""
+    content = frame.get("content")
+    parts = content if isinstance(content, list) else []
+    return [str(p.get("url") or "") for p in parts if isinstance(p, dict) and p.get("type") == "image"]
+
+
 def prompt_of(frame: dict[str, Any]) -> str:
     """The text parts of a `send` event's content."""
     content = frame.get("content")
@@ -75,6 +84,7 @@ class CopilotChat:
         self.sending = False
         self.we_closed = False
         self.prompt = ""  # the current turn's text
+        self.drawing: str | None = None  # the picture this turn is asked for (emulator/drawing.py)
 
     async def run(self) -> None:
         """Answer `send` events until the socket closes."""
@@ -141,7 +151,8 @@ class CopilotChat:
         if conv is not None and time.time() - conv.created_at > self.emu.conversation_ttl:
             return await self._send({"event": "error", "errorCode": "conversation-expired",
                                      "message": "This conversation has expired."})
-        if conv is None or mode not in MODES or not prompt.strip():
+        images = [self.emu.copilot_attachments.get(url) for url in image_urls_of(frame)]
+        if conv is None or mode not in MODES or not prompt.strip() or None in images:
             problem = "conversation-not-found" if conv is None else "invalid-request"
             return await self._send({"event": "error", "errorCode": problem, "message": problem})
         if conv.turns:
@@ -154,8 +165,11 @@ class CopilotChat:
         if early is not None:
             return early
         conv.turns += 1
+        seen = images[0] if images else None
         text = answer_text(strip_directives(prompt), f"Copilot {mode}", False, 0,
-                           directives.words or self.emu.words)
+                           directives.words or self.emu.words,
+                           image=describe(seen) if seen is not None else None)
+        self.drawing = image_prompt(prompt, directives) if wants_drawing(prompt, directives) else None
         self.record.answer_text = text
         delay = self.emu.update_delay if directives.delay is None else directives.delay
         return await self._answer(conv, str(mode), text, fault, directives.chunk or self.emu.words_per_update,
@@ -266,6 +280,11 @@ class CopilotChat:
             await self._send({"event": "generatingImage", "messageId": message_id, "prompt": text[:40]})
             await self._send({"event": "imageGenerated", "messageId": message_id, "url": url,
                               "thumbnailUrl": url + "?w=256", "prompt": text[:40]})
+        elif self.drawing is not None:  # a picture the client can fetch (emulator/images.py)
+            url = new_picture(self.emu, self.drawing, 0)
+            await self._send({"event": "generatingImage", "messageId": message_id, "prompt": self.drawing})
+            await self._send({"event": "imageGenerated", "messageId": message_id, "url": url,
+                              "thumbnailUrl": url, "prompt": self.drawing})
         if conv.turns == 1:
             await self._send({"event": "titleUpdate", "title": "Emulated conversation"})
         await self._send({"event": "partCompleted", "messageId": message_id})

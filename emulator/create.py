@@ -41,7 +41,8 @@ HTML = "text/html; charset=utf-8"
 
 def to_response(connection: ServerConnection, reply: HttpReply) -> Response:
     """Turn a reply into a websockets Response (for plain HTTP on the websocket port)."""
-    response = connection.respond(reply.status, reply.body)
+    body = reply.body if isinstance(reply.body, str) else reply.body.decode("latin-1")
+    response = connection.respond(reply.status, body)
     del response.headers["Content-Type"]
     if reply.content_type is not None:
         response.headers["Content-Type"] = reply.content_type

@@ -56,6 +56,24 @@ ACCOUNT_FLAGS: dict[str, tuple[str, str]] = {
 }
 RATES: tuple[str, ...] = ("create_failure_rate", "drop_rate", "drop_before_text_rate")
 
+#: Image Creator faults (PROTOCOL.md §6.1), as `Faults.image` or as an `emulate:NAME` directive in
+#: the image prompt (a chat prompt's directive is carried into the GenerateContentQuery it asks for).
+IMAGE_FAULTS: frozenset[str] = frozenset({
+    "image_blocked",      # POST /images/create answers "This prompt has been blocked"
+    "image_reviewed",     # ... "This prompt is being reviewed"
+    "image_language",     # ... "We're working hard to offer Image Creator in more languages"
+    "image_unavailable",  # ... "We can't create your images right now"
+    "no_coins",           # ... "0 coins available"
+    "image_rt3",          # rt=4 answers a page without a redirect; rt=3 redirects
+    "image_pending",      # polling answers {"errorMessage": "Pending"} (blocked after the fact)
+    "image_timeout",      # polling never finds the images ready
+    "image_placeholder",  # the result page shows placeholder pictures ("bad images")
+})
+#: kblob faults, as `Faults.upload` (or the `emulate=upload_refused` cookie flag).
+UPLOAD_FAULTS: frozenset[str] = frozenset({"upload_refused", "upload_http500"})
+#: Cookie flags for the image endpoints only; chat is unaffected by them.
+IMAGE_ACCOUNT_FLAGS: frozenset[str] = frozenset({"no_coins", "upload_refused"})
+
 _DIRECTIVE = re.compile(r"emulate:([A-Za-z_][A-Za-z0-9_]*)(?:=(\S+))?")
 _TRAILING = ".,;:!?)]}'\"`"
 
@@ -67,6 +85,8 @@ class Faults:
     create: str | None = None
     chat: str | None = None
     upgrade: int | None = None
+    image: str | None = None  # one of IMAGE_FAULTS, for every image creation (not counted by `times`)
+    upload: str | None = None  # one of UPLOAD_FAULTS, for every kblob upload (not counted by `times`)
     times: int | None = None
     slow_seconds: float = 30.0
     create_failure_rate: float = 0.0  # share of creates answered HTTP 500 (transient)
@@ -81,6 +101,10 @@ class Faults:
             raise ValueError(f"unknown create fault {value!r}; known: {known}")
         if name == "chat" and value is not None and value not in CHAT_FAULTS:
             raise ValueError(f"unknown chat fault {value!r}; known: {sorted(CHAT_FAULTS)}")
+        if name == "image" and value is not None and value not in IMAGE_FAULTS:
+            raise ValueError(f"unknown image fault {value!r}; known: {sorted(IMAGE_FAULTS)}")
+        if name == "upload" and value is not None and value not in UPLOAD_FAULTS:
+            raise ValueError(f"unknown upload fault {value!r}; known: {sorted(UPLOAD_FAULTS)}")
         if name in RATES:
             value = float(value)
             if not 0.0 <= value <= 1.0:
@@ -93,6 +117,8 @@ class Faults:
             self.create = None
             self.chat = None
             self.upgrade = None
+            self.image = None
+            self.upload = None
             self.times = None
             for name in RATES:
                 setattr(self, name, 0.0)
@@ -154,6 +180,9 @@ class Directives:
     delay: float | None = None
     chunk: int | None = None
     fault: str | None = None
+    draw: str | None = None  # `emulate:draw` ("yes"), `emulate:draw=quiet` (no answer text),
+    # or `emulate:no_image` ("no": a drawing request answered with words only)
+    image_fault: str | None = None  # one of IMAGE_FAULTS; it implies `draw`
 
 
 def parse_directives(text: str) -> Directives:
@@ -182,6 +211,13 @@ def _apply(found: Directives, name: str, raw: str) -> None:
         found.fault = raw
     elif name in CHAT_FAULTS:
         found.fault = name
+    elif name == "draw":
+        found.draw = raw or "yes"
+    elif name == "no_image":
+        found.draw = "no"
+    elif name in IMAGE_FAULTS:
+        found.image_fault = name
+        found.draw = found.draw or "yes"
     else:
         log.warning("ignoring unknown emulate directive %r", name)
 
@@ -195,7 +231,7 @@ def cookie_flags(cookie: str) -> frozenset[str]:
             continue
         for flag in value.strip().strip('"').split(","):
             flag = flag.strip().lower()
-            if flag in ACCOUNT_FLAGS:
+            if flag in ACCOUNT_FLAGS or flag in IMAGE_ACCOUNT_FLAGS:
                 found.add(flag)
             elif flag:
                 log.warning("ignoring unknown emulate cookie flag %r", flag)
@@ -211,6 +247,14 @@ def account_fault(flags: frozenset[str], *, creating: bool = False) -> str | Non
     for flag in ACCOUNT_FLAGS:
         if flag in flags and (flag == "expired" or not creating):
             return flag
+    return None
+
+
+def image_fault_in(text: str) -> str | None:
+    """The first Image Creator fault named by an `emulate:` directive in an image prompt."""
+    for match in _DIRECTIVE.finditer(text):
+        if match.group(1).lower() in IMAGE_FAULTS:
+            return match.group(1).lower()
     return None
 
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 16 * 1024
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024  # room for a kblob upload (a base64 picture)
 IDLE_TIMEOUT = 30.0
 LINGER_SECONDS = 1.0
 JSON = "application/json; charset=utf-8"
@@ -40,6 +40,7 @@ class HttpRequest:
     target: str
     version: str
     headers: dict[str, list[str]] = field(default_factory=dict)
+    body: bytes = b""
 
     @property
     def path(self) -> str:
@@ -61,10 +62,10 @@ class HttpRequest:
 
 @dataclass
 class HttpReply:
-    """A response to send; `content_type` None sends no Content-Type header."""
+    """A response to send; `content_type` None sends no Content-Type header; `body` may be bytes."""
 
     status: int
-    body: str = ""
+    body: str | bytes = ""
     content_type: str | None = JSON
     headers: list[tuple[str, str]] = field(default_factory=list)
 
@@ -153,7 +154,7 @@ class KeepAliveServer:
                 request = await _read_head(reader)
                 if request is None:
                     return False
-                await _discard_body(request, reader, writer)
+                request.body = await _read_body(request, reader, writer)
         except _Refused as refused:
             log.debug("http: refusing a request with %d (%s)", refused.status, refused)
             writer.write(encode(HttpReply(refused.status, "", "text/plain; charset=utf-8"),
@@ -230,9 +231,10 @@ def _request_line(line: bytes) -> HttpRequest:
                        parts[2].decode("ascii"))
 
 
-async def _discard_body(request: HttpRequest, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
-    """Read and drop the request body (Content-Length or chunked) so the next request lines up."""
+async def _read_body(request: HttpRequest, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bytes:
+    """Read the request body (Content-Length or chunked), so the handler has it and the next
+    request lines up."""
     coding = request.header("transfer-encoding").lower()
     lengths = {v.strip() for v in request.header("content-length").split(",") if v.strip()}
     if coding:
@@ -241,18 +243,18 @@ async def _discard_body(request: HttpRequest, reader: asyncio.StreamReader,
         if coding.rsplit(",", 1)[-1].strip() != "chunked":
             raise _Refused(501, "unsupported transfer coding")
         _continue(request, writer)
-        await _discard_chunked(reader)
-        return
+        return await _read_chunked(reader)
     if not lengths:
-        return
+        return b""
     if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
         raise _Refused(400, "invalid Content-Length")
     length = int(lengths.pop())
     if length > MAX_BODY_BYTES:
         raise _Refused(413, "request body too large")
-    if length:
-        _continue(request, writer)
-        await reader.readexactly(length)
+    if not length:
+        return b""
+    _continue(request, writer)
+    return await reader.readexactly(length)
 
 
 def _continue(request: HttpRequest, writer: asyncio.StreamWriter) -> None:
@@ -261,9 +263,9 @@ def _continue(request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-async def _discard_chunked(reader: asyncio.StreamReader) -> None:
-    """Drop a chunked body and its trailers."""
-    total, budget = 0, MAX_HEADER_BYTES
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """Read a chunked body (its trailers dropped)."""
+    total, budget, parts = 0, MAX_HEADER_BYTES, []
     while True:
         line = await _read_line(reader, budget)
         if line is None:
@@ -277,13 +279,14 @@ async def _discard_chunked(reader: asyncio.StreamReader) -> None:
             raise _Refused(413, "request body too large")
         if size == 0:
             break
-        await reader.readexactly(size)
+        parts.append(await reader.readexactly(size))
         if await reader.readexactly(2) != b"\r\n":
             raise _Refused(400, "chunk not followed by CRLF")
     while (line := await _read_line(reader, budget)) is not None and line:  # trailers
         budget -= len(line) + 2
     if line is None:
         raise asyncio.IncompleteReadError(b"", None)
+    return b"".join(parts)
 
 
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -301,7 +304,7 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 def encode(reply: HttpReply, *, keep_alive: bool, version: str = "HTTP/1.1",
            head_only: bool = False) -> bytes:
     """Serialise a reply; every response carries Content-Length."""
-    body = reply.body.encode("utf-8")
+    body = reply.body.encode("utf-8") if isinstance(reply.body, str) else reply.body
     try:
         phrase = HTTPStatus(reply.status).phrase
     except ValueError:

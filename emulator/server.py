@@ -27,6 +27,7 @@ from .chathub import ChatSession
 from .create import CREATE_PATHS, HTML, handle_create, to_response
 from .faults import Faults, cookie_flags
 from .httpserver import IDLE_TIMEOUT, HttpReply, HttpRequest, KeepAliveServer
+from .images import Creation, Upload, handle_images, is_image_path
 from .state import ConnectionRecord, Conversation
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class BingEmulator:
                  words_per_update: int = 4, update_delay: float = 0.002, think: float = 0.0,
                  ping_interval: float = 5.0, close_wait: float = 5.0,
                  slow_seconds: float = 30.0, keep_records: int | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, image_ready_seconds: float = 0.2) -> None:
         """Configure the emulator; nothing listens until start().
 
         `port` is the ChatHub websocket port and `http_port` the keep-alive create/stats port
@@ -81,6 +82,15 @@ class BingEmulator:
         self.chat_requests: MutableSequence[dict[str, Any]] = _history(keep_records)
         self.connections: MutableSequence[ConnectionRecord] = _history(keep_records)
         self.conversations: dict[str, Conversation] = {}
+        # Images (emulator/images.py): uploads by blob id, creations by request id, pictures by token.
+        self.image_ready_seconds = image_ready_seconds
+        self.upload_count = 0
+        self.uploads: MutableSequence[Upload] = _history(keep_records)
+        self.blobs: dict[str, Upload] = {}
+        self.creations: MutableSequence[Creation] = _history(keep_records)
+        self.creations_by_id: dict[str, Creation] = {}
+        self.pictures: dict[str, bytes] = {}
+        self.copilot_attachments: dict[str, Upload] = {}  # by the URL Copilot's upload answered
         # Copilot (PROTOCOL.md §7): its own conversations, requests and counters.
         self.copilot_start_count = 0
         self.copilot_chat_count = 0
@@ -119,6 +129,11 @@ class BingEmulator:
     def create_url(self) -> str:
         """Return the conversation-create URL (on the keep-alive HTTP server)."""
         return f"{self.http_base_url}/turing/conversation/create"
+
+    @property
+    def web_url(self) -> str:
+        """Return the stand-in for https://www.bing.com (kblob, Image Creator, pictures)."""
+        return self.http_base_url
 
     @property
     def stats_url(self) -> str:
@@ -245,6 +260,8 @@ class BingEmulator:
         """Answer one request on the keep-alive HTTP server."""
         self.http_requests += 1
         path = request.path
+        if is_image_path(path):
+            return await handle_images(self, request)
         if path in copilot.HTTP_PATHS:
             return await copilot.handle_http(self, request)
         if path != STATS_PATH and path not in CREATE_PATHS:

@@ -60,8 +60,9 @@ def sources_for(prompt: str, count: int = 3) -> list[Source]:
 
 
 def answer_text(prompt: str, tone: str, search: bool, context_chars: int, words: int,
-                n_sources: int = 3) -> str:
-    """Compose the visible answer: an emulator notice, the prompt echo, then filler words."""
+                n_sources: int = 3, image: str | None = None) -> str:
+    """Compose the visible answer: an emulator notice, the prompt echo (and the picture shown),
+    then filler words."""
     asked = " ".join(prompt.split())[:200].rstrip(".")
     header = [
         "This answer comes from the Bing Chat API emulator, not from Bing.",
@@ -69,6 +70,8 @@ def answer_text(prompt: str, tone: str, search: bool, context_chars: int, words:
         f"context: {context_chars} characters.",
         f"You asked: {asked}.",
     ]
+    if image:
+        header.append(f"You showed me a {image}.")
     sentences = [s.split() for s in header]
     rng = _rng(prompt)
     remaining = words - sum(len(s) for s in sentences)

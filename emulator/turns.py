@@ -37,6 +37,7 @@ class TurnContext:
     throttling: Record
     meta: Record
     allowed: frozenset[str] | None = None
+    image: str | None = None  # the uploaded picture the user attached, described
 
     @property
     def request_id(self) -> str:
@@ -126,7 +127,7 @@ def _answer(ctx: TurnContext, fault: str | None) -> Turn:
     """Plan a normal answer, then bend it for stream faults."""
     sources = sources_for(ctx.prompt) if ctx.search else []
     text = answer_text(ctx.prompt, ctx.tone, ctx.search, ctx.context_chars, ctx.words,
-                       len(sources) or 3)
+                       len(sources) or 3, image=ctx.image)
     prelude, search_msgs = _prelude(ctx, sources)
     if fault == "disengaged":
         text = " ".join(text.split()[:12])

@@ -12,6 +12,7 @@ from messagers.events import (
     ContentDelta,
     Final,
     Finished,
+    ImageRequested,
     InvocationEnd,
     SearchQuery,
     ServerClosed,
@@ -128,8 +129,9 @@ def on_final(state: AnswerState, final: Final) -> tuple[AnswerState, list[Answer
         state, out = on_text(state, final.answer, final=True)
         if state.done:
             return state, out
-    if not state.answered:
+    if not state.answered and not final.image_prompts:
         return fail(state, UpstreamBadResponse("Bing's final frame carried no answer."))
+    out += [ImageRequested(prompt) for prompt in final.image_prompts]  # drawn right after the text
     for block in extra_blocks(final, state.options):
         state, more = emit(state, block)
         out += more

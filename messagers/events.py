@@ -53,6 +53,7 @@ class Final:
     suggestions: tuple[str, ...] = ()
     queries: tuple[str, ...] = ()
     throttling: Throttling | None = None
+    image_prompts: tuple[str, ...] = ()  # GenerateContentQuery (IMAGE): Bing asks the client to draw
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +151,19 @@ class Waiting:
     """Bing is still working and no answer text has come; the stream may open now."""
 
 
+@dataclass(frozen=True, slots=True)
+class ImageRequested:
+    """Bing's answer asks for an image of `prompt` (PROTOCOL.md §6.1); the turn runs Image Creator."""
+
+    prompt: str
+
+
 AnswerEvent = (
     ContentDelta
     | ReasoningDelta
     | Citation
     | ImageGenerated
+    | ImageRequested
     | Suggestions
     | Finished
     | UpstreamFailure

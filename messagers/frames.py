@@ -126,6 +126,7 @@ def parse_final(item: Any) -> Final:
         if m.get("messageType") == "InternalSearchQuery"
     )
     return Final(
+        image_prompts=image_prompts(bot),
         value=_text(result.get("value")) or "Missing",
         message=_text(result.get("message")),
         answer=answer,
@@ -133,6 +134,17 @@ def parse_final(item: Any) -> Final:
         suggestions=tuple(_text(s.get("text")) for s in _dicts(with_answer.get("suggestedResponses"))),
         queries=queries,
         throttling=parse_throttling(item.get("throttling")),
+    )
+
+
+def image_prompts(bot: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The prompts of `GenerateContentQuery` messages asking for an image (not music, not empty)."""
+    return tuple(
+        _text(m.get("text")).strip()
+        for m in bot
+        if m.get("messageType") == "GenerateContentQuery"
+        and _text(m.get("contentType")).upper() == "IMAGE"
+        and _text(m.get("text")).strip()
     )
 
 

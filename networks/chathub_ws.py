@@ -22,6 +22,7 @@ from utils.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from utils.metrics import OPEN_SOCKETS
 
 log = logging.getLogger(__name__)
 # websockets logs request headers (the Cookie included) at DEBUG; its logger for our sockets never
@@ -60,16 +61,19 @@ class ChatHubSocket:
         self._origin, self._name, self._signalr = origin, upstream_name, signalr
         self._ws: ClientConnection | None = None
         self._greeting = ""  # the initial type 6 record, sent with the first message after the handshake
+        self._released = False  # closed (or being closed) by its owner
 
     async def __aenter__(self) -> ChatHubSocket:
         if self._ws is not None:  # opened ahead (a warm socket): entering only takes ownership
             return self
         self._ws = await self._connect()
+        OPEN_SOCKETS.inc()  # /metrics: bingapi_upstream_open_sockets
         if not self._signalr:  # Copilot's socket: plain JSON, no handshake
             return self
         try:
             await self._handshake(self._ws)
         except BaseException:
+            self._release()
             self._ws.transport.abort()
             raise
         return self
@@ -77,8 +81,9 @@ class ChatHubSocket:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._ws is None:
+        if self._ws is None or self._released:
             return
+        self._release()
         if kind is None or kind is GeneratorExit:
             try:
                 await asyncio.wait_for(self._ws.close(), 2)
@@ -87,6 +92,11 @@ class ChatHubSocket:
         else:
             # Cancelled (the client left) or failed: drop the connection at once, without awaiting.
             self._ws.transport.abort()
+
+    def _release(self) -> None:
+        """Count the socket as closed, once."""
+        self._released = True
+        OPEN_SOCKETS.dec()
 
     def is_open(self) -> bool:
         """Whether the socket is open and no close has begun."""

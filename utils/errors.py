@@ -1,7 +1,8 @@
 """The one exception tree of the service; `apis/errors.py` turns it into OpenAI error envelopes.
 
 ProxyError
-├── InvalidRequest (400)             ── ContextLengthExceeded (400), PayloadTooLarge (413)
+├── InvalidRequest (400)             ── ContextLengthExceeded (400), PayloadTooLarge (413),
+│                                       InvalidImage (400), ContentPolicyViolation (400)
 ├── InvalidApiKey (401)
 ├── ModelNotFound (404)
 ├── ServiceRateLimited (429)         this service's own RATE_LIMIT_PER_MINUTE, not Bing's quota
@@ -17,7 +18,10 @@ ProxyError
     ├── UpstreamUnreachable (502)
     ├── UpstreamClosed (502)
     ├── UpstreamTimeout (504)
+    ├── ImageCoinsExhausted (429)    Image Creator has no boosts left; the account still chats
+    ├── ImageSignInRequired (502)    Image Creator needs a signed-in account; the account still chats
     └── StreamInterrupted (502/504)  the answer had started when the failure came
+        └── ImageCreationFailed      Image Creator failed after Bing's chat answer (its own status)
 """
 
 from __future__ import annotations
@@ -71,6 +75,18 @@ class InvalidRequest(ProxyError):
 
 class ContextLengthExceeded(InvalidRequest):
     default_code = "context_length_exceeded"
+
+
+class InvalidImage(InvalidRequest):
+    """An image part that cannot be used: bad URL or data, wrong type, too big, or refused by Bing."""
+
+    default_code = "invalid_image"
+
+
+class ContentPolicyViolation(InvalidRequest):
+    """Bing's Image Creator blocked the prompt (OpenAI's images API answers the same way)."""
+
+    default_code = "content_policy_violation"
 
 
 class InvalidApiKey(ProxyError):
@@ -169,6 +185,20 @@ class UpstreamTimeout(UpstreamError):
     default_code = "upstream_timeout"
 
 
+class ImageCoinsExhausted(UpstreamError):
+    """Image Creator said '0 coins available'; not an account state, as chat still works."""
+
+    status_code = 429
+    error_type = "requests"
+    default_code = "rate_limit_exceeded"
+
+
+class ImageSignInRequired(UpstreamError):
+    """Image Creator redirected to sign-in: the account is anonymous (no `_U` cookie) or signed out."""
+
+    default_code = "upstream_auth_failed"
+
+
 class StreamInterrupted(UpstreamError):
     """The upstream failed after answer text had arrived: never a quiet, cut answer."""
 
@@ -181,6 +211,26 @@ class StreamInterrupted(UpstreamError):
     @property
     def status(self) -> int:
         return 504 if self.timed_out else 502
+
+
+class ImageCreationFailed(StreamInterrupted):
+    """Image Creator failed after Bing's chat answer: the turn is not retried (its text was given),
+    and the client hears the cause's status, type and code."""
+
+    def __init__(self, cause: ProxyError) -> None:
+        super().__init__(f"Bing answered, but creating the image failed: {cause.message}")
+        self.cause = cause
+        self.code = cause.code
+        self.headers = dict(cause.headers)
+
+    @property
+    def status(self) -> int:
+        return self.cause.status
+
+    def envelope(self) -> dict[str, Any]:
+        body = super().envelope()
+        body["error"]["type"] = self.cause.error_type
+        return body
 
 
 def interrupted(cause: UpstreamError) -> StreamInterrupted:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CREATE_URL = "https://www.bing.com/turing/conversation/create"
 DEFAULT_CHATHUB_URL = "wss://sydney.bing.com/sydney/ChatHub"
+DEFAULT_WEB_URL = "https://www.bing.com"
 DEFAULT_COPILOT_URL = "https://copilot.microsoft.com"
 DEFAULT_COPILOT_WS_URL = "wss://copilot.microsoft.com/c/api/chat?api-version=2"
 
@@ -25,6 +26,8 @@ class Settings(BaseSettings):
     bing_create_url: str = DEFAULT_CREATE_URL
     bing_chathub_url: str = DEFAULT_CHATHUB_URL
     bing_locale: str = "en-US"
+    # The web host the image endpoints hang off: /images/kblob, /images/create, its polling and results.
+    bing_web_url: str = DEFAULT_WEB_URL
     # permessage-deflate on the ChatHub socket, as browsers offer it (fewer bytes, more CPU).
     bing_ws_compression: bool = True
     # Upstream proxy: BING_PROXY wins; otherwise the usual environment variables apply.
@@ -48,7 +51,7 @@ class Settings(BaseSettings):
     api_keys: Annotated[str, Field(repr=False)] = ""
     admin_key: Annotated[str, Field(repr=False)] = ""
     cors_origins: str = "*"
-    max_body_bytes: int = 2_000_000
+    max_body_bytes: int = 20_000_000  # room for a `data:` picture (MAX_IMAGE_BYTES, base64)
     max_messages: int = 500
     rate_limit_per_minute: int = 0  # per API key (or per client address when keys are off); 0 = off
     account_concurrency: int = 4
@@ -83,6 +86,14 @@ class Settings(BaseSettings):
     warm_pool_max_age: float = 3600.0
     warm_sockets: bool = True
 
+    # Images (PROTOCOL.md §6): vision input and Image Creator.
+    max_image_bytes: int = 10_000_000  # an input image (decoded) or a fetched one, at most
+    image_max_pixels: int = 1_000_000  # larger input images are downscaled before upload
+    image_fetch_urls: bool = True  # fetch http(s) image_url parts; 0 accepts only data: URLs
+    image_fetch_timeout: float = 10.0
+    image_create_timeout: float = 240.0  # Image Creator: from the request until the images are ready
+    image_poll_interval: float = 2.0
+
     # Shared state for several workers or replicas (utils/redis_client.py); unset = in-process memory.
     redis_url: Annotated[str | None, Field(repr=False)] = None  # may carry a password
     redis_connect_timeout: float = 0.5
@@ -92,6 +103,7 @@ class Settings(BaseSettings):
     account_lease_seconds: float = 30.0  # a crashed instance's turn slots free themselves after this
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # one JSON object per log line with `json`
     # Serve answers from the built-in Bing emulator instead of Bing (also `--demo`).
     demo: bool = False
 
@@ -110,6 +122,11 @@ class Settings(BaseSettings):
     def inline_extra_set(self) -> frozenset[str]:
         """INLINE_EXTRAS parsed: a subset of search, sources, suggestions."""
         return frozenset(split_list(self.inline_extras))
+
+    @property
+    def web_base(self) -> str:
+        """BING_WEB_URL without a trailing slash."""
+        return self.bing_web_url.rstrip("/")
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -56,6 +57,8 @@ def test_demo_mode_serves_the_emulator_end_to_end() -> None:
                 client.chat.completions.create(model="precise", messages=user("emulate:throttled hi"))
             time.sleep(3.2)  # the demo's only account rests 3 s, not an hour
             after = client.chat.completions.create(model="precise", messages=user("hi again"))
+            drawn = client.images.generate(prompt="a lighthouse", response_format="b64_json")
+        assert drawn.data and base64.b64decode(drawn.data[0].b64_json or "").startswith(b"\x89PNG")
         assert "emulator, not from Bing" in streamed
         assert "emulator, not from Bing" in (whole.choices[0].message.content or "")
         assert after.choices[0].finish_reason == "stop"

@@ -165,14 +165,14 @@ class TestCallerErrors:
             client.chat.completions.create(model="balanced", messages=[])
         assert caught.value.param == "messages"
 
-    def test_image_input_is_a_clear_400(self, client: OpenAI) -> None:
+    def test_audio_input_is_a_clear_400(self, client: OpenAI) -> None:
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(
                 model="balanced",
                 messages=[
                     {
                         "role": "user",
-                        "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}],
+                        "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}],
                     }
                 ],
             )

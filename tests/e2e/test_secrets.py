@@ -12,6 +12,7 @@ from emulator import BingEmulator
 from tests.conftest import openai_client
 from tests.e2e.helpers import user
 from tests.servers import ServerThread, service_settings
+from utils.logging import JsonFormatter, TextFormatter
 
 SECRETS = ("test-account-cookie", "TESTSECRET", "sk-very-secret-key", "admin-very-secret")
 PROMPT = "my private medical question 7731"
@@ -40,11 +41,19 @@ def test_no_secret_or_prompt_in_logs_errors_or_docs(
         bodies.append(denied.value.response.text)
         bodies.append(httpx.get(f"{url}/openapi.json").text)
         bodies.append(httpx.get(f"{url}/health").text)
+        operator = {"authorization": "Bearer sk-very-secret-key"}
+        for view in ("/status", "/metrics"):
+            bodies.append(httpx.get(f"{url}{view}", headers=operator).text)
     # websockets.server is the emulator, playing Bing: it may see the cookies it is sent.
-    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("websockets.server"))
-    for text in (logged, *bodies):
+    records = [r for r in caplog.records if not r.name.startswith("websockets.server")]
+    logged = "\n".join(r.getMessage() for r in records)
+    # The one line per request, as both LOG_FORMATs write it, fields included.
+    request_lines = [r for r in records if r.name == "apis.requests"]
+    assert len([r for r in request_lines if r.fields["path"] == "/v1/chat/completions"]) == 4
+    rendered = "\n".join(f.format(r) for r in request_lines for f in (JsonFormatter(), TextFormatter()))
+    for text in (logged, rendered, *bodies):
         assert not any(secret in text for secret in SECRETS)
-    assert PROMPT not in logged
+    assert PROMPT not in logged and PROMPT not in rendered
 
 
 def test_prompts_are_logged_only_when_the_operator_asks(

@@ -78,9 +78,46 @@ def test_no_prompt_is_a_400(messages: list[dict[str, Any]]) -> None:
     assert caught.value.status == 400 and caught.value.param == "messages"
 
 
-def test_image_parts_are_refused_clearly() -> None:
+def image_part(url: str = "data:image/png;base64,AAAA") -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url, "detail": "auto"}}
+
+
+def test_the_prompts_image_is_attached_and_earlier_ones_become_a_mark() -> None:
+    prompt = compose_prompt(
+        [
+            {"role": "user", "content": [{"type": "text", "text": "Old"}, image_part("https://a/1.png")]},
+            {"role": "assistant", "content": "Seen."},
+            {"role": "user", "content": [{"type": "text", "text": "What is this?"}, image_part()]},
+        ],
+        LIMITS,
+    )
+    assert prompt.text == "What is this?"
+    assert prompt.image is not None and prompt.image.source == "data:image/png;base64,AAAA"
+    assert prompt.image.param == "messages[2].content[1].image_url"
+    assert "[user](#message)\nOld\n[image]" in prompt.context
+
+
+def test_an_image_without_words_gets_a_default_prompt() -> None:
+    prompt = compose_prompt([{"role": "user", "content": [image_part()]}], LIMITS)
+    assert prompt.text == "Describe this image." and prompt.image is not None
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        ([image_part(), image_part()], "one image per message"),
+        ([{"type": "image_url", "image_url": {}}], "no `image_url.url`"),
+    ],
+)
+def test_unusable_image_parts_are_invalid_image(parts: list[dict[str, Any]], message: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        compose({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]})
+        compose({"role": "user", "content": parts})
+    assert caught.value.code == "invalid_image" and message in caught.value.message
+
+
+def test_audio_and_files_are_still_refused_clearly() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        compose({"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": ""}}]})
     assert caught.value.code == "unsupported_content"
     assert caught.value.param == "messages[0].content"
 

@@ -23,9 +23,9 @@ def compose() -> dict[str, Any]:
 
 
 def test_the_single_instance_needs_no_profile_and_no_redis(compose: dict[str, Any]) -> None:
-    api = compose["services"]["api"]
-    assert "profiles" not in api and "22222:22222" in api["ports"]
-    assert "REDIS_URL" not in api["environment"]
+    [single] = [s for s in compose["services"].values() if "profiles" not in s]
+    assert "22222:22222" in single["ports"]
+    assert "REDIS_URL" not in single["environment"]
 
 
 def test_the_scale_profile_runs_replicas_with_workers_behind_nginx_and_redis(compose: dict[str, Any]) -> None:
@@ -37,6 +37,9 @@ def test_the_scale_profile_runs_replicas_with_workers_behind_nginx_and_redis(com
     assert replica["deploy"]["replicas"] >= 2
     assert replica["command"][replica["command"].index("--workers") + 1] != "1"
     assert "ports" not in replica  # reached only through nginx
+    [single] = [s for s in services.values() if "profiles" not in s]
+    assert replica["volumes"] == single["volumes"]  # the same accounts in every replica
+    assert replica["environment"]["BING_COOKIES_FILE"] == single["environment"]["BING_COOKIES_FILE"]
     assert replica["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "--save" in services["redis"]["command"]
     proxy = services["proxy"]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from apis.app import create_app
 from utils.logging import setup_logging
@@ -81,9 +82,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         uvicorn.run("apis.app:create_app", factory=True, reload=True, **common)
     elif args.workers > 1:  # each worker builds its app from the environment, sharing state in Redis
         log.info("starting %d workers sharing state through Redis", args.workers)
-        uvicorn.run("apis.app:create_app", factory=True, workers=args.workers, **common)
+        uvicorn.run("apis.chat_api:worker_app", factory=True, workers=args.workers, **common)
     else:
         uvicorn.run(create_app(settings), **common)
+
+
+def worker_app() -> FastAPI:
+    """The app of one `--workers` process: settings from the environment, and its own logging set-up
+    (a spawned worker does not inherit the parent's)."""
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 def check_accounts_file(settings: Settings) -> None:

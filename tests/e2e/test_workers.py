@@ -56,7 +56,7 @@ def workers(emulator: BingEmulator, tmp_path: Path) -> Iterator[str]:
             BING_CREATE_URL=emulator.create_url,
             BING_CHATHUB_URL=emulator.chathub_url,
             WARM_POOL_SIZE="0",
-            LOG_LEVEL="WARNING",
+            LOG_LEVEL="INFO",
         )
         argv = [sys.executable, "-m", "apis.chat_api", "--workers", "2", "--host", "127.0.0.1"]
         argv += ["--port", str(port)]
@@ -67,6 +67,7 @@ def workers(emulator: BingEmulator, tmp_path: Path) -> Iterator[str]:
             process.send_signal(signal.SIGTERM)
             _, stderr = process.communicate(timeout=20)
         assert b"Traceback" not in stderr
+        assert stderr.count(b"redis reachable: shared state in use") == 2  # each worker logs
 
 
 def wait_until_serving(base: str, process: subprocess.Popen[bytes]) -> str:

@@ -29,6 +29,7 @@ from conversations.accounts import AccountPool, AccountState
 from conversations.turn import Upstream
 from utils.errors import InvalidApiKey
 from utils.metrics import REGISTRY
+from utils.redis_client import SharedRedis
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PAGE_HEADERS = {
@@ -101,8 +102,12 @@ def account_status(view: dict[str, Any], now: float) -> dict[str, Any]:
 @operator_router.get("/metrics", dependencies=[Depends(require_operator_key)], include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus text format: the process-wide instruments, then this app's accounts."""
+    await request.app.state.upstream.accounts.sync()  # the states other instances shared (Redis)
     accounts = CollectorRegistry(auto_describe=False)
     accounts.register(AccountStates(request.app.state.upstream.accounts))
+    shared = getattr(request.app.state, "shared", None)
+    if shared is not None:
+        accounts.register(SharedStateUp(shared))
     body = generate_latest(REGISTRY) + generate_latest(accounts)
     return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
@@ -131,6 +136,21 @@ class AccountStates(Collector):
         usable = GaugeMetricFamily("bingapi_accounts_usable", "Accounts that can serve a turn now.")
         usable.add_metric([], float(sum(1 for view in views if view["usable"])))
         return [state, in_flight, usable]
+
+
+class SharedStateUp(Collector):
+    """Read at scrape time: whether Redis (REDIS_URL) answers; absent without it."""
+
+    def __init__(self, shared: SharedRedis) -> None:
+        self.shared = shared
+
+    def collect(self) -> Iterable[Metric]:
+        """1 while the shared state is usable, 0 while this process works alone."""
+        up = GaugeMetricFamily(
+            "bingapi_shared_state_up", "1 while Redis answers (REDIS_URL); 0 while this process works alone."
+        )
+        up.add_metric([], 1.0 if self.shared.up else 0.0)
+        return [up]
 
 
 def install_operator_views(app: FastAPI) -> None:

@@ -248,6 +248,7 @@ def run_through_an_outage(emulator: BingEmulator, redis: RedisServer, a: str, b:
             health = eventually(lambda u=url: degraded(u), timeout=5)
             assert "redis unreachable" in " ".join(health["reasons"])
             assert health["shared_state"]["status"] == "unreachable"
+            assert "bingapi_shared_state_up 0.0" in httpx.get(f"{url}/metrics", headers=ADMIN).text
         turn(ca, alice, "during the outage", user="alice", stream=True)  # its entry is out of reach
         assert emulator.chat_requests[-1]["isStartOfSession"] is True
         alice_id = emulator.chat_requests[-1]["conversationId"]
@@ -262,6 +263,7 @@ def run_through_an_outage(emulator: BingEmulator, redis: RedisServer, a: str, b:
         redis.start()
         for url in (a, b):
             eventually(lambda u=url: httpx.get(f"{u}/health").json()["status"] == "ok", timeout=5)
+            assert "bingapi_shared_state_up 1.0" in httpx.get(f"{url}/metrics", headers=ADMIN).text
         before = emulator.create_count
         carol: Messages = []
         for index in range(4):

@@ -69,14 +69,18 @@ async def status(request: Request) -> dict[str, Any]:
     """What the page shows: version, upstream, each account's state and re-probe time, recent requests."""
     upstream: Upstream = request.app.state.upstream
     await upstream.refresh_accounts()
+    await upstream.accounts.sync()  # the states other instances shared (Redis)
     settings = upstream.settings
-    report = health_report(settings, request.app.state.health, __version__, upstream.accounts)
+    shared = getattr(request.app.state, "shared", None)
+    report = health_report(settings, request.app.state.health, __version__, upstream.accounts, shared)
     now = time.time()
     recent: RecentRequests = request.app.state.recent
     return {
         "service": "Bing Chat API",
         "version": __version__,
         "status": report["status"],
+        "reasons": report["reasons"],
+        "shared_state": report["shared_state"],
         "upstream": report["upstream"],
         "uptime_seconds": round(time.monotonic() - request.app.state.started, 1),
         "auth": {"api_keys": bool(settings.api_key_list), "admin_view": bool(settings.admin_key)},

@@ -249,6 +249,8 @@ def run_through_an_outage(emulator: BingEmulator, redis: RedisServer, a: str, b:
             assert "redis unreachable" in " ".join(health["reasons"])
             assert health["shared_state"]["status"] == "unreachable"
             assert "bingapi_shared_state_up 0.0" in httpx.get(f"{url}/metrics", headers=ADMIN).text
+            page = httpx.get(f"{url}/status", headers=ADMIN).json()
+            assert page["status"] == "degraded" and page["shared_state"]["status"] == "unreachable"
         turn(ca, alice, "during the outage", user="alice", stream=True)  # its entry is out of reach
         assert emulator.chat_requests[-1]["isStartOfSession"] is True
         alice_id = emulator.chat_requests[-1]["conversationId"]

@@ -39,6 +39,7 @@ from utils.redis_client import SharedRedis, SharedStateDown
 HEALTH_KEEP_SECONDS = 86400.0  # a health record outlives its `until` by this much
 WAITER_STALE_MS = 2000  # a waiting request looks at least every FALLBACK_POLL_SECONDS; gone after this
 
+
 class SharedAccountPool(AccountPool):
     """An `AccountPool` whose health and concurrency are shared through Redis."""
 

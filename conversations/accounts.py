@@ -175,6 +175,10 @@ class AccountPool:
             account.in_flight = max(account.in_flight - 1, 0)
             self._freed.notify_all()
 
+    async def report(self, account: Account, error: UpstreamError) -> None:
+        """Record a failure seen outside a turn (a warm pool's create) on its account."""
+        record_outcome(account, error, time.time(), self.max_rest)
+
     def unavailable_error(self, upstream: str = BING) -> UpstreamError:
         """The error for 'no account of `upstream` can serve': none configured; busy (retry in a
         second) while some account is usable; else the soonest-recovering account's reason."""

@@ -3,8 +3,8 @@
 Every instance (worker or replica) reads the same accounts. In Redis, each account has:
 
 - a health record (state, until when, last error code, when it changed): an account that one
-  instance finds throttled, expired or blocked is skipped by all of them, and its re-probe time is
-  the same everywhere;
+  instance finds throttled, expired or blocked (in a turn, or while its warm pool creates ahead) is
+  skipped by all of them, and its re-probe time is the same everywhere;
 - a set of turn leases: ACCOUNT_CONCURRENCY counts turns across all instances. A lease expires
   after ACCOUNT_LEASE_SECONDS unless its instance renews it (every third of that), so a crashed
   instance cannot keep slots.
@@ -35,6 +35,7 @@ from conversations.shared_scripts import CLAIM, LEAVE, RENEW, SETTLE
 from conversations.shared_slots import FreedSlots
 from utils.errors import UpstreamError
 from utils.redis_client import SharedRedis, SharedStateDown
+from utils.tracking import note_account
 
 HEALTH_KEEP_SECONDS = 86400.0  # a health record outlives its `until` by this much
 WAITER_STALE_MS = 2000  # a waiting request looks at least every FALLBACK_POLL_SECONDS; gone after this
@@ -107,6 +108,7 @@ class SharedAccountPool(AccountPool):
                     queued = False
                     chosen.in_flight += 1
                     chosen.uses += 1
+                    note_account(chosen.name)  # the request's log line names where its turn ran
                     return chosen
                 queued = place > 0  # woken in queue order, the same on every instance
                 if not queued or not await self.slots.wait(deadline, seen, place):
@@ -120,6 +122,18 @@ class SharedAccountPool(AccountPool):
         was = account.state
         lease = self._pop_lease(account.name)
         await super().release(account, error)
+        await self._share(account, was, error, lease)
+
+    async def report(self, account: Account, error: UpstreamError) -> None:
+        """Record a warm pool's failure, and share it when it changed the account."""
+        was = account.state
+        await super().report(account, error)
+        await self._share(account, was, error, None)
+
+    async def _share(
+        self, account: Account, was: AccountState, error: UpstreamError | None, lease: tuple[str, str] | None
+    ) -> None:
+        """Drop the lease and publish the account's health if the outcome changed it."""
         changed = (error is not None and state_for(error) is not None) or (
             error is None and was is not AccountState.HEALTHY
         )

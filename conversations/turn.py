@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from conversations.account_file import AccountWatcher
-from conversations.accounts import Account, AccountPool, record_outcome, state_for
+from conversations.accounts import Account, AccountPool, state_for
 from conversations.clock import CLIENT_PING_SECONDS, TurnClock  # noqa: F401 (their home was here)
 from conversations.composer import ComposedPrompt, Limits
 from conversations.drawing import with_images
@@ -240,7 +240,7 @@ def start_warm_pool(upstream: Upstream, account: Account) -> None:
         try:
             session = await create_session(upstream, account)
         except UpstreamError as exc:
-            record_outcome(account, exc, time.time(), upstream.accounts.max_rest)
+            await upstream.accounts.report(account, exc)  # shared with other instances (Redis)
             raise
         await client_named(account.upstream).prepare(upstream, account, session)
         return session

@@ -44,9 +44,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @contextmanager
 def instances(emulator: BingEmulator, redis: RedisServer, tmp: Path, **overrides: Any) -> Iterator[list[str]]:
-    """Two services with the same accounts and one Redis (a key prefix of their own per test)."""
+    """Two services with the same accounts and one Redis (a key prefix of their own per test);
+    `first` holds settings for the first instance only."""
     path = tmp / "accounts.json"
     path.write_text(json.dumps(overrides.pop("accounts", ACCOUNTS)))
+    first = overrides.pop("first", {})
     values: dict[str, Any] = {
         "bing_cookies_file": str(path),
         "admin_key": "admin-secret",
@@ -56,9 +58,9 @@ def instances(emulator: BingEmulator, redis: RedisServer, tmp: Path, **overrides
         "redis_probe_seconds": 0.1,
     }
     values.update(overrides)
-    settings = service_settings(emulator, **values)
+    both = [service_settings(emulator, **{**values, **first}), service_settings(emulator, **values)]
     with ExitStack() as stack:
-        yield [stack.enter_context(ServerThread(settings)) for _ in range(2)]
+        yield [stack.enter_context(ServerThread(settings)) for settings in both]
 
 
 def turn(client: OpenAI, messages: Messages, text: str, *, stream: bool = False, **extra: Any) -> str:
@@ -185,6 +187,16 @@ def test_an_account_throttled_via_one_instance_is_skipped_by_the_other(
     assert seen_by_b[throttled[0]]["uses"] == 0  # B never tried it
     assert sum(view["uses"] for view in seen_by_b.values()) == 4
     assert health_b["accounts"]["usable"] == 1
+
+
+def test_an_account_a_warm_pool_found_expired_is_known_to_the_other_instance(
+    emulator: BingEmulator, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    sick = [*ACCOUNTS, {"name": "sick", "cookies": "_U=sick-secret; emulate=expired"}]
+    with instances(emulator, redis_server, tmp_path, accounts=sick, first={"warm_pool_size": 1}) as (a, b):
+        eventually(lambda: accounts(a)["sick"]["state"] == "expired", timeout=5)  # found by A's pool
+        assert accounts(b)["sick"]["state"] == "expired"  # B never asked Bing about it
+        assert accounts(b)["sick"]["uses"] == 0
 
 
 def test_account_concurrency_counts_turns_on_every_instance(

@@ -177,6 +177,9 @@ class Stack:
         return stats
 
 
+BENCH_ACCOUNT_CONCURRENCY = 256
+
+
 def service_env(emulator_port: int, emulator_http_port: int, extra: Mapping[str, str]
                 ) -> dict[str, str]:
     """The inherited environment (so WARM_POOL_SIZE etc. pass) pointed at the emulator."""
@@ -187,6 +190,9 @@ def service_env(emulator_port: int, emulator_http_port: int, extra: Mapping[str,
         "BING_COOKIES": "_U=bench",
         "LOG_LEVEL": "WARNING",
         "API_KEYS": "",
+        # The direct client runs every conversation at once on its one cookie; the proxy gets the
+        # same upstream concurrency, so the table measures the proxy, not its politeness cap (4).
+        "ACCOUNT_CONCURRENCY": str(BENCH_ACCOUNT_CONCURRENCY),
     })
     env.update(extra)
     return env

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from benchmarks.load import Budget
-from benchmarks.procs import ROOT, Stack, running_stack
+from benchmarks.procs import BENCH_ACCOUNT_CONCURRENCY, ROOT, Stack, running_stack
 from benchmarks.report import Results, document, table, target_lines, targets
 from benchmarks.scenarios import Scenario, Side, run_scenario, run_side
 
@@ -131,7 +131,8 @@ def reported_env(extra: dict[str, str]) -> dict[str, str]:
     text = (ROOT / "utils" / "settings.py").read_text("utf-8", "replace")
     names = {n.upper() for n in re.findall(r"^    ([a-z_]+): ", text, re.MULTILINE)}
     names -= {"BING_COOKIES", "BING_CREATE_URL", "BING_CHATHUB_URL", "LOG_LEVEL", "API_KEYS"}
-    found = {k: v for k, v in os.environ.items() if k.upper() in names}
+    found = {"ACCOUNT_CONCURRENCY": str(BENCH_ACCOUNT_CONCURRENCY)}  # the benchmark's own default
+    found.update({k: v for k, v in os.environ.items() if k.upper() in names})
     found.update(extra)
     return found
 

@@ -9,8 +9,10 @@ fixed (captcha solved, cookies renewed in the file) comes back without a restart
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -119,6 +121,21 @@ def retry_seconds(error: UpstreamError) -> float:
         return DEFAULT_COOLDOWN
 
 
+@dataclass(slots=True)
+class SlotWaiter:
+    """A request waiting for a free slot, and which accounts it can take."""
+
+    exclude: set[str]
+    name: str | None
+    upstream: str
+    woken: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def admits(self, account: Account) -> bool:
+        """Whether this waiter could take a slot on `account`."""
+        return (account.upstream == self.upstream and account.name not in self.exclude
+                and (self.name is None or account.name == self.name))
+
+
 class AccountPool:
     """Hands out usable accounts (least used first, within a per-account concurrency cap)."""
 
@@ -126,7 +143,7 @@ class AccountPool:
         self.accounts: dict[str, Account] = {a.name: a for a in accounts}
         self.concurrency = max(concurrency, 1)
         self.max_rest = max_rest
-        self._freed = asyncio.Condition()
+        self._waiters: deque[SlotWaiter] = deque()  # requests waiting for a free slot, oldest first
 
     def __len__(self) -> int:
         return len(self.accounts)
@@ -153,27 +170,25 @@ class AccountPool:
         """A usable account of `upstream` not in `exclude` (or the one called `name`), waiting up to
         `wait` s for a free slot; None when none is usable at all."""
         deadline = time.monotonic() + wait
-        async with self._freed:
-            while True:
-                candidates = self._candidates(exclude, name, upstream)
-                if not candidates:
-                    return None
-                free = [a for a in candidates if a.in_flight < self.concurrency]
-                if free:
-                    account = min(free, key=lambda a: (a.in_flight, a.uses))
-                    account.in_flight += 1
-                    account.uses += 1
-                    note_account(account.name)  # the request's log line names where its turn ran
-                    return account
-                if not await self._wait_for_slot(deadline):
-                    return None
+        while True:
+            candidates = self._candidates(exclude, name, upstream)
+            if not candidates:
+                return None
+            free = [a for a in candidates if a.in_flight < self.concurrency]
+            if free:
+                account = min(free, key=lambda a: (a.in_flight, a.uses))
+                account.in_flight += 1
+                account.uses += 1
+                note_account(account.name)  # the request's log line names where its turn ran
+                return account
+            if not await self._wait_for_slot(SlotWaiter(exclude, name, upstream), deadline):
+                return None
 
     async def release(self, account: Account, error: UpstreamError | None) -> None:
         """Give the slot back and record the outcome of the turn on its account."""
         record_outcome(account, error, time.time(), self.max_rest)
-        async with self._freed:
-            account.in_flight = max(account.in_flight - 1, 0)
-            self._freed.notify_all()
+        account.in_flight = max(account.in_flight - 1, 0)
+        self._hand_over(account)
 
     async def report(self, account: Account, error: UpstreamError) -> None:
         """Record a failure seen outside a turn (a warm pool's create) on its account."""
@@ -211,6 +226,7 @@ class AccountPool:
                 added.append(account)
         removed = [a for name, a in self.accounts.items() if merged.get(name) is not a]
         self.accounts = merged
+        self._hand_over_free()  # a new account's slots are free at once
         return added, removed
 
     def public_view(self) -> list[dict[str, Any]]:
@@ -229,16 +245,46 @@ class AccountPool:
             if a.upstream == upstream and a.name not in exclude and a.usable(now)
         ]
 
-    async def _wait_for_slot(self, deadline: float) -> bool:
+    async def _wait_for_slot(self, waiter: SlotWaiter, deadline: float) -> bool:
+        """Queue until a release hands this waiter a slot it can use (True), or the deadline."""
         left = deadline - time.monotonic()
         if left <= 0:
             return False
+        self._waiters.append(waiter)
         try:
             async with asyncio.timeout(left):
-                await self._freed.wait()
+                await waiter.woken
         except TimeoutError:
+            self._abandon(waiter)
             return False
+        except BaseException:  # cancelled: the client left
+            self._abandon(waiter)
+            raise
         return True
+
+    def _abandon(self, waiter: SlotWaiter) -> None:
+        """A waiter leaves the queue; if it had just been handed a slot, the next in line gets it."""
+        if waiter.woken.done() and not waiter.woken.cancelled():
+            self._hand_over_free()
+        else:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def _hand_over(self, account: Account) -> None:
+        """Wake the oldest waiter that can use `account`'s free slot (one wake per slot, so a
+        release costs O(1) rather than waking every waiter)."""
+        if account.in_flight >= self.concurrency:
+            return
+        for waiter in self._waiters:
+            if waiter.admits(account):
+                self._waiters.remove(waiter)
+                waiter.woken.set_result(None)
+                return
+
+    def _hand_over_free(self) -> None:
+        """Offer every account's free slots to the waiters (after a woken waiter left)."""
+        for account in self.accounts.values():
+            self._hand_over(account)
 
 
 def record_outcome(account: Account, error: UpstreamError | None, now: float, max_rest: float = 0.0) -> None:

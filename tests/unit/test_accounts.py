@@ -81,6 +81,48 @@ def test_hand_out_is_fair_capped_and_skips_bad_accounts() -> None:
     asyncio.run(scenario())
 
 
+def test_a_release_hands_its_slot_to_the_oldest_waiter_that_can_use_it() -> None:
+    async def scenario() -> None:
+        a, b = Account("a", "1"), Account("b", "2")
+        pool = AccountPool([a, b], concurrency=1)
+        held_a, held_b = await pool.acquire(set(), wait=0), await pool.acquire(set(), wait=0)
+        assert held_a is a and held_b is b
+        pinned_b = asyncio.create_task(pool.acquire(set(), wait=1, name="b"))
+        await asyncio.sleep(0.01)
+        anyone = [asyncio.create_task(pool.acquire(set(), wait=1)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        await pool.release(a, None)  # the pinned waiter cannot use a: the first "anyone" gets it
+        await asyncio.sleep(0.01)
+        assert anyone[0].done() and anyone[0].result() is a
+        assert not pinned_b.done() and not anyone[1].done() and not anyone[2].done()  # one wake per slot
+        await pool.release(b, None)  # b goes to the oldest waiter that can use it: the pinned one
+        await asyncio.sleep(0.01)
+        assert pinned_b.done() and pinned_b.result() is b and not anyone[1].done()
+        anyone[1].cancel()  # a client leaves while queued
+        await asyncio.sleep(0)
+        await pool.release(a, None)
+        assert await anyone[2] is a  # the queue skipped the one that left
+        assert len(pool._waiters) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_that_leaves_after_being_handed_a_slot_passes_it_on() -> None:
+    async def scenario() -> None:
+        a = Account("a", "1")
+        pool = AccountPool([a], concurrency=1)
+        held = await pool.acquire(set(), wait=0)
+        first = asyncio.create_task(pool.acquire(set(), wait=1))
+        second = asyncio.create_task(pool.acquire(set(), wait=1))
+        await asyncio.sleep(0.01)
+        await pool.release(held, None)  # type: ignore[arg-type]  # wakes `first`...
+        first.cancel()  # ...which is cancelled before it runs
+        assert await second is a  # the slot was not lost
+        assert await pool.acquire(set(), wait=0.02) is None and len(pool._waiters) == 0  # timed out, clean
+
+    asyncio.run(scenario())
+
+
 def test_no_account_error_names_the_soonest_recovery() -> None:
     now = time.time()
     a, b = Account("a", "1"), Account("b", "2")

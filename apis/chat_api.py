@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.demo:
         settings = settings.model_copy(update={"demo": True})
         log.info("demo mode: answers come from the built-in Bing emulator, not from Bing")
-    check_accounts_file(settings)
+    settings = check_accounts_file(settings)
     common = {
         "host": args.host,
         "port": args.port,
@@ -92,19 +92,25 @@ def worker_app() -> FastAPI:
     (a spawned worker does not inherit the parent's)."""
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    return create_app(check_accounts_file(settings))  # the same fallback as the parent's
 
 
-def check_accounts_file(settings: Settings) -> None:
-    """Exit with a plain message (not a traceback) when BING_COOKIES_FILE names a missing file."""
+def check_accounts_file(settings: Settings) -> Settings:
+    """When BING_COOKIES_FILE names a missing file: fall back to BING_COOKIES / COPILOT_* if they are
+    set (with a warning: the image's default file may simply not be mounted), else exit with a plain
+    message rather than a traceback."""
     path = settings.bing_cookies_file
-    if path and not settings.demo and not Path(path).is_file():
-        log.error(
-            "BING_COOKIES_FILE=%s does not exist: mount the accounts file there (see README, Deployment), "
-            "or set BING_COOKIES_FILE= (empty) to use BING_COOKIES",
-            path,
-        )
-        raise SystemExit(2)
+    if not path or settings.demo or Path(path).is_file():
+        return settings
+    if settings.bing_cookies or settings.copilot_cookies or settings.copilot_access_token:
+        log.warning("BING_COOKIES_FILE=%s does not exist: using BING_COOKIES / COPILOT_* instead", path)
+        return settings.model_copy(update={"bing_cookies_file": None})
+    log.error(
+        "BING_COOKIES_FILE=%s does not exist: mount the accounts file there (see README, Deployment), "
+        "or set BING_COOKIES (or COPILOT_ACCESS_TOKEN / COPILOT_COOKIES) instead",
+        path,
+    )
+    raise SystemExit(2)
 
 
 def graceful_timeout(grace: float) -> int:

@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 import yaml
 
+from apis.chat_api import check_accounts_file
 from tests.e2e.helpers import user
 from tests.e2e.test_cli import free_port
+from utils.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,6 +129,12 @@ def test_a_missing_accounts_file_stops_the_start_with_a_message() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_missing_accounts_file_falls_back_to_bing_cookies() -> None:
+    """`docker run -e BING_COOKIES=...` without a mounted file: the image's default file is absent."""
+    settings = check_accounts_file(Settings(bing_cookies_file="/data/not-mounted.json", bing_cookies="_U=x"))
+    assert settings.bing_cookies_file is None and settings.bing_cookies == "_U=x"
+
+
 def test_readme_compose_and_run_commands_match_the_files() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "docker compose up -d" in readme
@@ -136,4 +144,4 @@ def test_readme_compose_and_run_commands_match_the_files() -> None:
     for args in ours:
         assert args[args.index("-p") + 1] == "22222:22222"
     assert "$PWD/data:/data:ro" in ours[0]  # the folder the compose file mounts too
-    assert ours[1][ours[1].index("-e") : ours[1].index("-e") + 2] == ["-e", "BING_COOKIES_FILE="]
+    assert ours[1][ours[1].index("-e") + 1].startswith("BING_COOKIES=")  # no file: the fallback

@@ -53,6 +53,7 @@ def workers(emulator: BingEmulator, tmp_path: Path) -> Iterator[str]:
         env = service_env(
             REDIS_URL=redis_url,
             BING_COOKIES="_U=worker-secret",
+            BING_COOKIES_FILE="/data/not-mounted.json",  # as in the image: each worker falls back too
             BING_CREATE_URL=emulator.create_url,
             BING_CHATHUB_URL=emulator.chathub_url,
             WARM_POOL_SIZE="0",

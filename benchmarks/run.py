@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from benchmarks.load import Budget
-from benchmarks.procs import BENCH_ACCOUNT_CONCURRENCY, ROOT, Stack, running_stack
+from benchmarks.procs import BENCH_ACCOUNT_CONCURRENCY, ROOT, Child, Services, Stack, running_stack
 from benchmarks.report import Results, document, table, target_lines, targets
 from benchmarks.scenarios import Scenario, Side, run_scenario, run_side
 
@@ -187,7 +187,9 @@ def execute_on(scenarios: list[Scenario], extra: dict[str, str], shape: tuple[in
             with _runner() as runner:
                 return runner.run(run_all(stack, scenarios))
         except Exception:
-            for child in (stack.service, stack.emulator, *([stack.redis] if stack.redis else [])):
+            tails: list[Child | Services] = [stack.service, stack.emulator]
+            tails += [stack.redis] if stack.redis else []
+            for child in tails:
                 print(f"--- {child.name} log tail ---\n{child.log_tail()}", file=sys.stderr)
             raise
 

@@ -68,8 +68,13 @@ async function loadHealth() {
   text("upstream", `Bing: ${up.create_host} (create), ${up.chathub_host} (ChatHub)${counts("bing")}; ` +
     `Copilot: ${up.copilot_host}${counts("copilot")}${up.demo ? " · demo: the built-in emulator" : ""}`);
   const badge = $("service-status");
-  badge.textContent = health.status === "ok" ? "can answer" : "degraded: no account can serve";
+  const reasons = health.reasons && health.reasons.length ? health.reasons.join("; ") : "no account can serve";
+  badge.textContent = health.status === "ok" ? "can answer" : `degraded: ${reasons}`;
   badge.className = `badge ${health.status}`;
+  const shared = health.shared_state || { backend: "memory" };
+  text("shared-state", shared.backend === "redis"
+    ? `Redis: ${shared.status}${shared.reason ? ` (${shared.reason})` : ""}`
+    : "in this process (no REDIS_URL)");
 }
 
 function showAccounts(accounts) {

@@ -62,6 +62,8 @@ def test_page_shows_the_service_and_each_accounts_state(page: Any, site: str) ->
     assert account_state(page, "bravo") == "needs_captcha"
     assert page.locator('#accounts tr[data-account="bravo"] td').nth(1).text_content() == "bing"
     assert "Copilot" in str(page.locator("#upstream").text_content())
+    assert page.locator("#shared-state").text_content() == "in this process (no REDIS_URL)"
+    assert "no account can serve" not in str(page.locator("#service-status").text_content())
     retry = page.locator('#accounts tr[data-account="bravo"] td').nth(4).text_content()
     assert retry in ("15 min", "14 min")  # re-probed after 15 minutes
     assert page.locator("#recent-total").text_content() == "2"

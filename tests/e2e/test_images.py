@@ -17,6 +17,7 @@ from PIL import Image
 
 from emulator import BingEmulator
 from tests.conftest import openai_client
+from tests.e2e.helpers import eventually
 from tests.servers import ServerThread, service_settings
 
 
@@ -122,6 +123,21 @@ def test_unusable_images_are_a_clear_400(
     assert caught.value.code == "invalid_image" and words in caught.value.message
     assert caught.value.param == "messages[0].content[1].image_url"
     assert emulator.upload_count == uploads  # refused before anything reached Bing
+
+
+def test_a_picture_goes_with_the_first_turn_on_a_warm_socket(emulator: BingEmulator) -> None:
+    """The upload happens before the socket opened ahead is claimed: the pooled conversation, its
+    socket and the uploaded blob all meet in one turn."""
+    with ServerThread(service_settings(emulator, warm_pool_size=1)) as url, openai_client(url) as client:
+        eventually(lambda: any(r.handshake_done and not r.chats and r.closed_at is None
+                               for r in emulator.connections))
+        warm = [r for r in emulator.connections
+                if r.handshake_done and not r.chats and r.closed_at is None][-1]
+        pooled = list(emulator.conversations)[-1]
+        content, reason = ask(client, with_image(data_url(picture(40, 30))), stream=True)
+        assert warm.chats == 1 and warm.completed  # the turn ran on the socket opened ahead
+        assert emulator.chat_requests[-1]["conversationId"] == pooled == emulator.uploads[-1].conversation_id
+        assert "You showed me a 40x30 PNG picture." in content and reason == "stop"
 
 
 def test_bing_refusing_the_upload_is_a_400_and_a_broken_kblob_a_502(

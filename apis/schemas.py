@@ -40,7 +40,20 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = False
 
 
-class ChatRequest(BaseModel):
+class UsableJson(BaseModel):
+    """A request body: refuses what parses as JSON but cannot be passed on (see `json_problem`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def refuse_unusable_json(cls, data: Any) -> Any:
+        """Raise the problem `json_problem` finds, if any."""
+        problem = json_problem(data)
+        if problem:
+            raise ValueError(problem)
+        return data
+
+
+class ChatRequest(UsableJson):
     """`POST /v1/chat/completions`; the last four fields are this service's own extensions."""
 
     model_config = ConfigDict(
@@ -72,15 +85,6 @@ class ChatRequest(BaseModel):
         description="Show extras inside `content`: any of search, sources, suggestions "
         "(default: the INLINE_EXTRAS setting). They are always in the `bing` field.",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def refuse_unusable_json(cls, data: Any) -> Any:
-        """Refuse what parses as JSON but cannot be passed on: see `json_problem`."""
-        problem = json_problem(data)
-        if problem:
-            raise ValueError(problem)
-        return data
 
     @property
     def include_usage(self) -> bool:
@@ -125,7 +129,7 @@ def check_supported(request: ChatRequest) -> None:
         raise InvalidRequest("Audio output is not supported.", param="modalities")
 
 
-class ImageRequest(BaseModel):
+class ImageRequest(UsableJson):
     """`POST /v1/images/generations`: `size`, `model`, `quality`, `style` and `user` are accepted and
     ignored (Bing decides); unknown fields too."""
 
@@ -141,12 +145,3 @@ class ImageRequest(BaseModel):
     quality: str | None = None
     style: str | None = None
     user: Any = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def refuse_unusable_json(cls, data: Any) -> Any:
-        """As for chat requests (see `json_problem`)."""
-        problem = json_problem(data)
-        if problem:
-            raise ValueError(problem)
-        return data

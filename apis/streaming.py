@@ -57,7 +57,8 @@ async def sse_body(
                 if event is None:
                     break
                 if isinstance(event, ContentDelta):
-                    note_first_token()
+                    if not parts:
+                        note_first_token()
                     parts.append(event.text)
                     yield pending + encode_data(content_chunk(ctx, event.text))
                     pending = b""
@@ -102,7 +103,8 @@ async def collect_completion(answer: Answer, ctx: ChunkContext, prompt_text: str
     async with aclosing(answer.events()) as events:
         async for event in events:
             if isinstance(event, ContentDelta):
-                note_first_token()
+                if not parts:
+                    note_first_token()
                 parts.append(event.text)
             elif isinstance(event, ReasoningDelta):
                 thoughts.append(event.text)

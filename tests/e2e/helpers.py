@@ -7,9 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from openai import OpenAI
+
 from emulator import BingEmulator
 
 MARKER = re.compile(r"\[\^\d+\^\]")
+Messages = list[dict[str, Any]]
 
 
 def last_answer(emulator: BingEmulator) -> str:
@@ -31,3 +34,16 @@ def eventually(check: Callable[[], Any], timeout: float = 3.0) -> Any:
 def user(text: str) -> list[dict[str, str]]:
     """A one-message conversation."""
     return [{"role": "user", "content": text}]
+
+
+def turn(client: OpenAI, messages: Messages, text: str, *, stream: bool = False, **extra: Any) -> str:
+    """Send the history plus `text`, append the answer as returned, and return it."""
+    messages.append({"role": "user", "content": text})
+    if stream:
+        chunks = client.chat.completions.create(model="balanced", messages=messages, stream=True, **extra)
+        answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        completion = client.chat.completions.create(model="balanced", messages=messages, **extra)
+        answer = completion.choices[0].message.content or ""
+    messages.append({"role": "assistant", "content": answer})
+    return answer

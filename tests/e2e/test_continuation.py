@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from emulator import BingEmulator
 from tests.conftest import openai_client
-from tests.e2e.helpers import eventually
+from tests.e2e.helpers import Messages, eventually, turn
 from tests.servers import ServerThread, service_settings
-
-Messages = list[dict[str, Any]]
-
-
-def turn(client: OpenAI, messages: Messages, text: str, *, stream: bool = False, **extra: Any) -> str:
-    """Send the history plus `text`, append the answer as returned, and return it."""
-    messages.append({"role": "user", "content": text})
-    if stream:
-        chunks = client.chat.completions.create(model="balanced", messages=messages, stream=True, **extra)
-        answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    else:
-        completion = client.chat.completions.create(model="balanced", messages=messages, **extra)
-        answer = completion.choices[0].message.content or ""
-    messages.append({"role": "assistant", "content": answer})
-    return answer
 
 
 def test_five_turns_cost_one_create(client: OpenAI, emulator: BingEmulator) -> None:

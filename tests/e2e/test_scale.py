@@ -23,11 +23,11 @@ from openai import AsyncOpenAI, OpenAI
 
 from emulator import BingEmulator
 from tests.conftest import openai_client
-from tests.e2e.helpers import eventually, user
+from tests.e2e.helpers import Messages, eventually, user
+from tests.e2e.helpers import turn as chat_turn
 from tests.redis_server import RedisServer
 from tests.servers import ServerThread, service_settings
 
-Messages = list[dict[str, Any]]
 ADMIN = {"Authorization": "Bearer admin-secret"}
 ACCOUNTS = [
     {"name": "first", "cookies": "_U=first-secret"},
@@ -64,16 +64,9 @@ def instances(emulator: BingEmulator, redis: RedisServer, tmp: Path, **overrides
 
 
 def turn(client: OpenAI, messages: Messages, text: str, *, stream: bool = False, **extra: Any) -> str:
-    """Send the history plus `text`, append the answer as returned, and return it."""
-    messages.append({"role": "user", "content": text})
-    if stream:
-        chunks = client.chat.completions.create(model="balanced", messages=messages, stream=True, **extra)
-        answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    else:
-        completion = client.chat.completions.create(model="balanced", messages=messages, **extra)
-        answer = completion.choices[0].message.content or ""
+    """A chat turn (tests/e2e/helpers.py) whose answer must come from the emulator."""
+    answer = chat_turn(client, messages, text, stream=stream, **extra)
     assert "emulator" in answer
-    messages.append({"role": "assistant", "content": answer})
     return answer
 
 

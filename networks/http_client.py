@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from networks.headers import create_headers
+from networks.lean_transport import LeanTransport
 from utils.errors import (
     UpstreamAuthFailed,
     UpstreamBadResponse,
@@ -42,15 +43,37 @@ class SessionIds:
 
 
 def make_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The process-wide client: explicit timeouts and proxy, no environment magic, no cookie jar use."""
+    """The process-wide client: explicit timeouts and proxy, no environment magic, no cookie jar use.
+
+    Without a proxy, the hosts called on every request (create, Copilot's start) go through the
+    lean transport (LEAN_HTTP); everything else, images fetched from users' URLs included, through
+    httpx's own."""
     timeout = httpx.Timeout(settings.create_timeout, connect=settings.connect_timeout)
+    proxy = pick_proxy(settings.bing_create_url, settings)
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    if settings.lean_http and proxy is None:
+        lean = LeanTransport(max_connections=CREATE_CONNECTIONS)
+        mounts = {origin: lean for origin in hot_origins(settings)}
     return httpx.AsyncClient(
         timeout=timeout,
-        proxy=pick_proxy(settings.bing_create_url, settings),
+        proxy=proxy,
+        mounts=mounts,
         trust_env=False,
         cookies=never_stored_cookies(),
         limits=httpx.Limits(max_connections=CREATE_CONNECTIONS, max_keepalive_connections=CREATE_CONNECTIONS),
     )
+
+
+def hot_origins(settings: Settings) -> set[str]:
+    """`scheme://host[:port]` of the create and Copilot start URLs, as httpx mount patterns."""
+    origins = set()
+    for url in (settings.bing_create_url, settings.copilot_url):
+        parsed = httpx.URL(url)
+        if parsed.scheme in ("http", "https") and parsed.host:
+            host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host  # IPv6 literal
+            port = f":{parsed.port}" if parsed.port else ""
+            origins.add(f"{parsed.scheme}://{host}{port}")
+    return origins
 
 
 def never_stored_cookies() -> CookieJar:

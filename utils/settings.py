@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     bing_web_url: str = DEFAULT_WEB_URL
     # permessage-deflate on the ChatHub socket, as browsers offer it (fewer bytes, more CPU).
     bing_ws_compression: bool = True
+    # Create (and Copilot start) on the service's lean HTTP/1.1 transport; 0 uses httpx's default
+    # one. Ignored when an outbound proxy is configured (the proxy path always uses httpx's own).
+    lean_http: bool = True
     # Upstream proxy: BING_PROXY wins; otherwise the usual environment variables apply.
     bing_proxy: Annotated[str | None, Field(repr=False)] = None
     https_proxy: Annotated[str | None, Field(repr=False)] = None

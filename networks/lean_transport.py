@@ -1,0 +1,322 @@
+"""A lean HTTP/1.1 transport for the shared `httpx.AsyncClient`: kept-alive connections on asyncio
+streams, for the upstream hosts the service calls on every request (Bing's create, Copilot's start).
+
+httpx's default transport (httpcore) does per-request pool bookkeeping: it re-checks every pooled
+connection's socket and runs its state machine through anyio. That was a fifth of the service's CPU
+per short answer. This transport does only what HTTP/1.1 needs: write the request, read the head,
+frame the body (Content-Length, chunked, or to the close), and park the connection for the next
+request when the server lets it be reused. httpx above it still builds the request, applies the
+timeouts it hands down, decodes content encodings and raises its usual exceptions.
+
+It is mounted only when no outbound proxy is configured (proxies keep httpx's own transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+
+READ_CHUNK = 64 * 1024
+HEAD_LIMIT = 256 * 1024  # response heads larger than this are refused (Bing's are a few KB)
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
+NO_BODY_STATUSES = frozenset({204, 304})
+
+Origin = tuple[str, str, int]
+
+
+@dataclass(eq=False, slots=True)
+class _Connection:
+    """One TCP (or TLS) connection and when it was last parked."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    parked_at: float = field(default=0.0)
+
+    def reusable(self, now: float, expiry: float) -> bool:
+        """Idle not too long, and the server has not closed it meanwhile."""
+        return now - self.parked_at < expiry and not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self) -> None:
+        """Close without waiting for the peer (the transport aborts lingering TLS)."""
+        self.writer.close()
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 with keep-alive; at most `max_connections` requests in flight at once."""
+
+    def __init__(
+        self,
+        max_connections: int = 8,
+        keepalive_expiry: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._keepalive_expiry = keepalive_expiry
+        self._ssl_context = ssl_context
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        origin = _origin(request.url)
+        head, body = _request_bytes(request), await _request_body(request)
+        try:
+            async with asyncio.timeout(timeouts.get("pool")):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise httpx.PoolTimeout("No connection slot became free in time.", request=request) from exc
+        try:
+            return await self._exchange(request, origin, head + body, timeouts)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _exchange(
+        self, request: httpx.Request, origin: Origin, data: bytes, timeouts: dict[str, float | None]
+    ) -> httpx.Response:
+        """Send on a parked connection (retrying once on a fresh one if it turns out stale) or a new one."""
+        while True:
+            conn, reused = await self._checkout(request, origin, timeouts.get("connect"))
+            try:
+                conn.writer.write(data)
+                if len(data) > READ_CHUNK:
+                    async with asyncio.timeout(timeouts.get("write")):
+                        await conn.writer.drain()
+                async with asyncio.timeout(timeouts.get("read")):
+                    head = await conn.reader.readuntil(b"\r\n\r\n")
+                    while head[9:10] == b"1" and head[9:12] != b"101":  # 1xx interim heads: skip them
+                        head = await conn.reader.readuntil(b"\r\n\r\n")
+            except TimeoutError as exc:
+                conn.close()
+                raise httpx.ReadTimeout("The upstream did not answer in time.", request=request) from exc
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                conn.close()
+                got_nothing = not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial
+                if reused and got_nothing and request.method.encode() in IDEMPOTENT:
+                    continue  # the server closed the parked connection just as it was reused
+                failure = f"The connection failed ({type(exc).__name__})."
+                raise httpx.ReadError(failure, request=request) from exc
+            except asyncio.LimitOverrunError as exc:
+                conn.close()
+                raise httpx.RemoteProtocolError("The response head is too large.", request=request) from exc
+            except BaseException:
+                conn.close()
+                raise
+            return self._response(request, origin, conn, head, timeouts.get("read"))
+
+    async def _checkout(
+        self, request: httpx.Request, origin: Origin, connect_timeout: float | None
+    ) -> tuple[_Connection, bool]:
+        """A parked connection to `origin` still fit for use, else a new one."""
+        parked = self._idle.get(origin)
+        now = time.monotonic()
+        while parked:
+            conn = parked.pop()
+            if conn.reusable(now, self._keepalive_expiry):
+                return conn, True
+            conn.close()
+        scheme, host, port = origin
+        secure = scheme == "https"
+        try:
+            async with asyncio.timeout(connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    host,
+                    port,
+                    ssl=(self._ssl_context or _default_ssl_context()) if secure else None,
+                    server_hostname=host if secure else None,
+                    limit=HEAD_LIMIT,
+                )
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(f"Connecting to {host}:{port} timed out.", request=request) from exc
+        except OSError as exc:
+            raise httpx.ConnectError(f"Could not connect to {host}:{port} ({exc}).", request=request) from exc
+        return _Connection(reader, writer), False
+
+    def _response(
+        self,
+        request: httpx.Request,
+        origin: Origin,
+        conn: _Connection,
+        head: bytes,
+        read_timeout: float | None,
+    ) -> httpx.Response:
+        try:
+            status_line, *lines = head[:-4].split(b"\r\n")
+            version, status_text, *reason = status_line.split(b" ", 2)
+            status = int(status_text)
+            headers = [_header(line) for line in lines if line]
+        except ValueError as exc:
+            conn.close()
+            failure = "The response head could not be parsed."
+            raise httpx.RemoteProtocolError(failure, request=request) from exc
+        framing = _framing(request.method, status, version, headers)
+        body = _Body(self, origin, conn, framing, read_timeout, request)
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=body,
+            extensions={"http_version": version, "reason_phrase": reason[0] if reason else b""},
+        )
+
+    def _finished(self, origin: Origin, conn: _Connection, keep: bool) -> None:
+        """A response body was read to its end (`keep`) or abandoned: park or close, free the slot."""
+        if keep and not self._closed:
+            conn.parked_at = time.monotonic()
+            self._idle.setdefault(origin, []).append(conn)
+        else:
+            conn.close()
+        self._slots.release()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for parked in self._idle.values():
+            for conn in parked:
+                conn.close()
+        self._idle.clear()
+
+
+@dataclass(slots=True)
+class _Framing:
+    """How the body ends: after `length` bytes, at the chunked terminator, or when the server closes."""
+
+    length: int | None
+    chunked: bool
+    keep_alive: bool
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body; reading it to the end parks the connection for reuse."""
+
+    def __init__(
+        self,
+        transport: LeanTransport,
+        origin: Origin,
+        conn: _Connection,
+        framing: _Framing,
+        read_timeout: float | None,
+        request: httpx.Request,
+    ) -> None:
+        self._transport, self._origin, self._conn = transport, origin, conn
+        self._framing, self._timeout, self._request = framing, read_timeout, request
+        self._done = False
+        self._complete = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        reader = self._conn.reader
+        try:
+            async with asyncio.timeout(self._timeout):
+                if self._framing.chunked:
+                    async for piece in _chunks(reader):
+                        yield piece
+                elif self._framing.length is not None:
+                    left = self._framing.length
+                    while left:
+                        piece = await reader.read(min(left, READ_CHUNK))
+                        if not piece:
+                            raise asyncio.IncompleteReadError(b"", left)
+                        left -= len(piece)
+                        yield piece
+                else:
+                    while piece := await reader.read(READ_CHUNK):
+                        yield piece
+        except TimeoutError as exc:
+            self._release(keep=False)
+            raise httpx.ReadTimeout("The upstream's answer stalled.", request=self._request) from exc
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            self._release(keep=False)
+            failure = f"The answer was cut off ({type(exc).__name__})."
+            raise httpx.ReadError(failure, request=self._request) from exc
+        self._complete = True
+        self._release(keep=self._framing.keep_alive)
+
+    async def aclose(self) -> None:
+        self._release(keep=False)
+
+    def _release(self, keep: bool) -> None:
+        if not self._done:
+            self._done = True
+            self._transport._finished(self._origin, self._conn, keep and self._complete)
+
+
+async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """The pieces of a chunked body, up to and including its trailers."""
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, ignored
+                pass
+            return
+        piece = await reader.readexactly(size + 2)
+        if piece[-2:] != b"\r\n":
+            raise ValueError("a chunk did not end with CRLF")
+        yield piece[:-2]
+
+
+def _framing(method: str, status: int, version: bytes, headers: list[tuple[bytes, bytes]]) -> _Framing:
+    length: int | None = None
+    chunked = False
+    connection = b""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            length = int(value)
+        elif lowered == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif lowered == b"connection":
+            connection = value.lower()
+    if method == "HEAD" or status in NO_BODY_STATUSES or 100 <= status < 200:
+        length, chunked = 0, False
+    elif chunked:
+        length = None
+    keep_alive = (version == b"HTTP/1.1" and b"close" not in connection) or b"keep-alive" in connection
+    if length is None and not chunked:  # delimited by the server closing the connection
+        keep_alive = False
+    return _Framing(length, chunked, keep_alive)
+
+
+def _header(line: bytes) -> tuple[bytes, bytes]:
+    name, sep, value = line.partition(b":")
+    if not sep or not name or name != name.strip():
+        raise ValueError("malformed header line")
+    return name, value.strip()
+
+
+def _origin(url: httpx.URL) -> Origin:
+    scheme = url.scheme
+    if scheme not in ("http", "https"):
+        raise httpx.UnsupportedProtocol(f"The lean transport does not speak {scheme!r}.")
+    return scheme, url.host, url.port or (443 if scheme == "https" else 80)
+
+
+def _request_bytes(request: httpx.Request) -> bytes:
+    """The request line and headers (httpx has set Host, Content-Length or Transfer-Encoding)."""
+    target = request.url.raw_path
+    lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1"]
+    lines += [name + b": " + value for name, value in request.headers.raw]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+async def _request_body(request: httpx.Request) -> bytes:
+    """The whole request body (the service's are at most an image), framed as its headers say."""
+    content = await request.aread()
+    if request.headers.get("transfer-encoding", "").lower() == "chunked":
+        return (b"%x\r\n%s\r\n0\r\n\r\n" % (len(content), content)) if content else b"0\r\n\r\n"
+    return content
+
+
+_SSL: list[ssl.SSLContext] = []
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    """httpx's default verification (certifi), offering only HTTP/1.1 by ALPN; made once."""
+    if not _SSL:
+        context = httpx.create_ssl_context()
+        context.set_alpn_protocols(["http/1.1"])
+        _SSL.append(context)
+    return _SSL[0]

@@ -42,7 +42,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A ready app; `settings.demo` serves answers from the built-in Bing emulator."""
     settings = settings or get_settings()
     app = FastAPI(
-        title="Bing Chat API", version=__version__, description=DESCRIPTION, lifespan=lifespan(settings)
+        title="Bing Chat API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan(settings),
+        # FastAPI's OpenTelemetry hooks otherwise look up the tracer providers on every request;
+        # the service has its own metrics (/metrics) and request log.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     for prefix in PREFIXES:

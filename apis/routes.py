@@ -7,17 +7,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import EventSourceResponse
 
 from apis import __version__
 from apis.auth import require_admin_key, require_api_key, supplied_key
 from apis.health import health_report
 from apis.schemas import ChatRequest, check_supported
-from apis.streaming import ClientGone, collect_completion, sse_body, until_disconnect
+from apis.streaming import AnswerStream, ClientGone, collect_completion, sse_body, until_disconnect
 from conversations.images import prepare_plan_images
 from conversations.models import COPILOT, CREATED, ModelSpec, list_models
 from conversations.plan import plan_turn
-from conversations.turn import Upstream, open_answer
+from conversations.turn import Answer, TurnPlan, Upstream, open_answer
 from messagers.chunks import new_context
 from utils.errors import ModelNotFound
 from utils.tracking import note_model
@@ -42,11 +41,10 @@ async def create_chat_completion(body: ChatRequest, request: Request) -> Respons
     ctx = new_context(body.model or plan.model.id, include_usage=body.include_usage)
     prompt_text = plan.prompt.context + plan.prompt.text
     try:
-        plan = await until_disconnect(request, prepare_plan_images(plan, upstream))  # issue 6: vision
-        answer = await until_disconnect(request, open_answer(plan, upstream))
+        answer = await until_disconnect(request, answer_with_images(plan, upstream))
         if body.stream:
             events = sse_body(answer, ctx, prompt_text, request.app.state.health)
-            return EventSourceResponse(
+            return AnswerStream(
                 events, ping=upstream.settings.sse_ping_seconds, sep="\n", headers=SSE_HEADERS
             )
         result = await until_disconnect(request, collect_completion(answer, ctx, prompt_text))
@@ -54,6 +52,11 @@ async def create_chat_completion(body: ChatRequest, request: Request) -> Respons
         return Response(status_code=499)
     request.app.state.health.record_success()
     return JSONResponse(result)
+
+
+async def answer_with_images(plan: TurnPlan, upstream: Upstream) -> Answer:
+    """The prompt's picture checked and uploaded (issue 6: vision), then the upstream turn opened."""
+    return await open_answer(await prepare_plan_images(plan, upstream), upstream)
 
 
 @openai_router.get("/models")

@@ -54,12 +54,11 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
     if settings.lean_http and proxy is None:
         lean = LeanTransport(max_connections=CREATE_CONNECTIONS)
         mounts = {origin: lean for origin in hot_origins(settings)}
-    return httpx.AsyncClient(
+    return UpstreamHttp(
         timeout=timeout,
         proxy=proxy,
         mounts=mounts,
         trust_env=False,
-        cookies=never_stored_cookies(),
         limits=httpx.Limits(max_connections=CREATE_CONNECTIONS, max_keepalive_connections=CREATE_CONNECTIONS),
     )
 
@@ -76,10 +75,33 @@ def hot_origins(settings: Settings) -> set[str]:
     return origins
 
 
+class _NeverKept(httpx.Cookies):
+    """The client's cookies: always empty, and an answer's Set-Cookie is not even parsed."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class UpstreamHttp(httpx.AsyncClient):
+    """The shared client. It is used by all accounts at once, so it keeps no cookies: each request
+    carries its account's own Cookie header, and no answer's Set-Cookie rides along with another."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NEVER_KEPT
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        """Ignored: the shared client never holds cookies."""
+
+
 def never_stored_cookies() -> CookieJar:
     """A jar that refuses every cookie: the client is shared by all accounts, so one answer's
     Set-Cookie must never ride along with another account's request (each sends its own header)."""
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+_NEVER_KEPT = _NeverKept(never_stored_cookies())
 
 
 async def create_conversation(http: httpx.AsyncClient, settings: Settings, cookies: str) -> SessionIds:

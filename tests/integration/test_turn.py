@@ -95,18 +95,22 @@ def test_search_chatter_is_not_requested(emulator: BingEmulator) -> None:
     assert "InternalSearchResult" not in allowed and "InternalLoaderMessage" not in allowed
 
 
-def test_the_shared_client_never_keeps_a_set_cookie(emulator: BingEmulator) -> None:
+def test_the_shared_client_never_keeps_a_set_cookie() -> None:
     import httpx
 
-    from networks.http_client import never_stored_cookies
+    from networks.http_client import UpstreamHttp
 
     def bing(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Set-Cookie": "_U=other-account; Domain=.bing.com; Path=/"})
 
-    async def twice() -> httpx.Request:
+    async def twice() -> tuple[httpx.Request, httpx.Cookies]:
         transport = httpx.MockTransport(bing)
-        async with httpx.AsyncClient(transport=transport, cookies=never_stored_cookies()) as http:
+        async with UpstreamHttp(transport=transport, cookies={"_U": "given"}) as http:
+            http.cookies = {"_U": "set later"}
             await http.get("https://www.bing.com/turing/conversation/create")
-            return (await http.get("https://www.bing.com/turing/conversation/create")).request
+            second = await http.get("https://www.bing.com/turing/conversation/create")
+            return second.request, http.cookies
 
-    assert "cookie" not in run(twice()).headers
+    request, kept = run(twice())
+    assert "cookie" not in request.headers
+    assert not kept

@@ -133,6 +133,12 @@ async def read_answer(
             arrived = time.monotonic()
             clock.saw(arrived)
             state, out = await apply_message(socket, state, raw)
+            while not state.done and socket.buffered():  # arrived together: one write to the client
+                raw = await socket.recv(clock.next_wait(arrived))
+                if raw is None:
+                    break
+                state, more = await apply_message(socket, state, raw)
+                out = merge_deltas(out + more)
         except UpstreamError as exc:
             raise (interrupted(exc) if state.emitted else exc) from exc
         for event in out:

@@ -113,6 +113,11 @@ class ChatHubSocket:
         except ConnectionClosed as exc:
             raise closed_error(exc, self._name) from exc
 
+    def buffered(self) -> bool:
+        """Whether a frame has already arrived, so `recv` will not wait (websockets' receive queue)."""
+        queue = getattr(getattr(self._ws, "recv_messages", None), "frames", None)
+        return queue is not None and len(queue) > 0
+
     async def recv(self, timeout: float) -> bytes | None:
         """The next message as raw bytes (undecoded: cheaper), or None after `timeout` seconds of none."""
         assert self._ws is not None

@@ -114,3 +114,32 @@ def test_the_shared_client_never_keeps_a_set_cookie() -> None:
     request, kept = run(twice())
     assert "cookie" not in request.headers
     assert not kept
+
+
+def test_frames_that_arrived_together_go_out_as_one_delta(emulator: BingEmulator) -> None:
+    """Updates already waiting in the socket when the reader gets to them make one write, not one each."""
+    from conversations.bing import chathub_socket, read_answer
+    from conversations.request import build_chat_request
+    from messagers.frames import encode_record
+
+    settings = service_settings(emulator)
+    plan = plan_turn([{"role": "user", "content": "emulate:words=24 emulate:chunk=2 together"}],
+                     "balanced", None, settings)
+
+    async def turn() -> list[Any]:
+        async with make_http_client(settings) as http:
+            session = await create_conversation(http, settings, settings.bing_cookies)
+        request = build_chat_request(plan.prompt, session, plan.model, settings.bing_locale, turn=0)
+        async with chathub_socket(settings, session, settings.bing_cookies) as socket:
+            await socket.send(encode_record(request))
+            for _ in range(200):  # until the whole answer (12 updates and the final) is waiting here
+                await asyncio.sleep(0.01)
+                if emulator.connections[-1].completed:
+                    break
+            await asyncio.sleep(0.05)
+            return [event async for event in read_answer(socket, plan.options, settings)]
+
+    events = run(turn())
+    deltas = [event for event in events if isinstance(event, ContentDelta)]
+    assert len(deltas) == 1 and len(deltas[0].text.split()) >= 24
+    assert isinstance(events[-1], Finished)

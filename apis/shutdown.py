@@ -23,7 +23,6 @@ import asyncio
 import logging
 import signal
 import threading
-from contextlib import suppress
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
@@ -96,39 +95,57 @@ class Drain:
 
 
 class Guard:
-    """An `asyncio.Timeout` around one wait, armed with the drain's deadline once it begins."""
+    """One wait the drain may cut: nothing is armed until the drain begins (the common case costs a
+    set insertion); then the wait's task is cancelled at the grace deadline, and the guard turns
+    that cancellation into `ServerShuttingDown` (what `asyncio.Timeout` does, without a timer per
+    wait while the server is not stopping)."""
 
-    __slots__ = ("drain", "timeout")
+    __slots__ = ("drain", "expired", "task", "timer")
 
     def __init__(self, drain: Drain) -> None:
         self.drain = drain
-        self.timeout: asyncio.Timeout | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.expired = False
 
     async def __aenter__(self) -> Guard:
-        deadline = self.drain.deadline()
-        if deadline is not None and deadline <= asyncio.get_running_loop().time():
-            raise self.drain.error()
-        self.timeout = asyncio.timeout_at(deadline)
-        await self.timeout.__aenter__()
+        self.task = asyncio.current_task()
         self.drain.guards.add(self)
+        deadline = self.drain.deadline()
+        if deadline is not None:
+            if deadline <= asyncio.get_running_loop().time():
+                self.drain.guards.discard(self)
+                raise self.drain.error()
+            self.expire_at(deadline)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.drain.guards.discard(self)
-        assert self.timeout is not None
-        try:
-            await self.timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            raise self.drain.error() from None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.expired and self.task is not None:
+            others = self.task.uncancel()  # the cancellations not ours (a client that left, say)
+            if others == 0 and exc_type is asyncio.CancelledError:
+                raise self.drain.error() from None
 
     def expire_at(self, when: float | None) -> None:
         """Move the deadline (None disarms the guard), unless the guard is already done."""
-        if self.timeout is None or self not in self.drain.guards:
+        if self.task is None or self.expired or self not in self.drain.guards:
             return
-        with suppress(RuntimeError):  # expiring or exited: nothing left to move
-            self.timeout.reschedule(when)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if when is not None:
+            self.timer = asyncio.get_running_loop().call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.task is not None and self in self.drain.guards and not self.task.done():
+            self.expired = True
+            self.task.cancel()
 
     def release(self) -> None:
         """Stop guarding: from now on the drain never cuts this wait."""

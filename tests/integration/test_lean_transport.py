@@ -172,7 +172,9 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)
 
 
-def lean_client(transport: LeanTransport | None = None, timeout: float = 2.0, **limits: float) -> httpx.AsyncClient:
+def lean_client(
+    transport: LeanTransport | None = None, timeout: float = 2.0, **limits: float
+) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport or LeanTransport(), timeout=httpx.Timeout(timeout, **limits))
 
 
@@ -225,7 +227,10 @@ def test_gzip_content_encoding_is_decoded_above_the_transport() -> None:
     packed = gzip.compress(b'{"result": "Success"}')
 
     async def go() -> None:
-        async with RawServer(answers(ok(packed, "Content-Encoding: gzip"))) as server, lean_client() as client:
+        async with (
+            RawServer(answers(ok(packed, "Content-Encoding: gzip"))) as server,
+            lean_client() as client,
+        ):
             assert (await client.get(server.url)).json() == {"result": "Success"}
 
     run(go())
@@ -270,12 +275,12 @@ def test_http_1_0_answer_is_reused_only_with_keep_alive() -> None:
 
 def test_idle_longer_than_keepalive_expiry_opens_a_new_connection() -> None:
     async def go() -> None:
-        transport = LeanTransport(keepalive_expiry=0.05)
+        transport = LeanTransport(keepalive_expiry=0.3)
         async with RawServer(answers(ok(), ok(), ok())) as server, lean_client(transport) as client:
             await client.get(server.url)
             await client.get(server.url)
             assert server.connections == 1
-            await asyncio.sleep(0.08)
+            await asyncio.sleep(0.35)
             await client.get(server.url)
             assert server.connections == 2
 
@@ -364,7 +369,8 @@ def test_post_with_an_async_generator_sends_a_valid_chunked_body() -> None:
 
 def test_post_with_an_empty_async_generator() -> None:
     async def nothing() -> AsyncIterator[bytes]:
-        for part in ():
+        parts: list[bytes] = []
+        for part in parts:
             yield part
 
     async def go() -> None:
@@ -393,7 +399,10 @@ def test_head_and_204_have_no_body_and_keep_the_connection() -> None:
     bare_204 = b"HTTP/1.1 204 No Content\r\n\r\n"
 
     async def go() -> None:
-        async with RawServer(answers(head, no_content, bare_204, ok(b"after"))) as server, lean_client() as client:
+        async with (
+            RawServer(answers(head, no_content, bare_204, ok(b"after"))) as server,
+            lean_client() as client,
+        ):
             response = await client.head(server.url)
             assert response.status_code == 200 and response.content == b""
             assert response.headers["content-length"] == "1000"
@@ -565,7 +574,10 @@ def test_an_oversized_head_is_a_remote_protocol_error() -> None:
 def test_pool_exhausted_is_a_pool_timeout_and_frees_when_the_body_closes() -> None:
     async def go() -> None:
         transport = LeanTransport(max_connections=1)
-        async with RawServer(answers(ok(b"held"), ok(b"next"))) as server, lean_client(transport, pool=0.05) as client:
+        async with (
+            RawServer(answers(ok(b"held"), ok(b"next"))) as server,
+            lean_client(transport, pool=0.05) as client,
+        ):
             async with client.stream("GET", server.url) as held:
                 assert held.status_code == 200
                 with pytest.raises(httpx.PoolTimeout):
@@ -606,7 +618,10 @@ def test_slots_are_released_after_every_failure() -> None:
 def test_cancelled_requests_release_their_slot() -> None:
     async def go() -> None:
         transport = LeanTransport(max_connections=1)
-        async with RawServer(answers(HANG, ok(b"after"))) as server, lean_client(transport, pool=0.5) as client:
+        async with (
+            RawServer(answers(HANG, ok(b"after"))) as server,
+            lean_client(transport, pool=0.5) as client,
+        ):
             pending = asyncio.create_task(client.get(server.url))
             await asyncio.sleep(0.05)
             pending.cancel()
@@ -624,7 +639,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and localhost, and its key, as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lean-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -706,14 +721,20 @@ def test_make_http_client_mounts_lean_for_the_hot_origins_only() -> None:
             create = transport_for(client, "http://127.0.0.1:8001/turing/conversation/create")
             assert isinstance(create, LeanTransport)
             assert transport_for(client, "http://127.0.0.1:8002/c/api/start") is create
-            for other in ("http://127.0.0.1:8003/picture.png", "https://127.0.0.1:8001/", "http://example.org/"):
+            for other in (
+                "http://127.0.0.1:8003/picture.png",
+                "https://127.0.0.1:8001/",
+                "http://example.org/",
+            ):
                 assert not isinstance(transport_for(client, other), LeanTransport), other
 
     run(go())
 
 
 @pytest.mark.parametrize(
-    "values", [{"lean_http": False}, {"bing_proxy": "http://127.0.0.1:3128"}], ids=["LEAN_HTTP=0", "BING_PROXY"]
+    "values",
+    [{"lean_http": False}, {"bing_proxy": "http://127.0.0.1:3128"}],
+    ids=["LEAN_HTTP=0", "BING_PROXY"],
 )
 def test_make_http_client_keeps_httpx_transport_when_off_or_proxied(values: dict[str, Any]) -> None:
     async def go() -> None:
@@ -761,5 +782,17 @@ def test_an_ipv6_literal_gives_a_bracketed_mount_that_works() -> None:
                 assert isinstance(transport_for(client, create_url), LeanTransport)
                 assert (await client.get(create_url)).content == b"over v6"
             assert server.requests[0].headers["host"] == f"[::1]:{server.port}"
+
+    run(go())
+
+
+def test_a_request_the_server_does_not_take_is_a_write_timeout() -> None:
+    async def never_reads(peer: Peer) -> None:
+        await asyncio.sleep(3600)
+
+    async def go() -> None:
+        async with RawServer(never_reads) as server, lean_client(write=0.1) as client:
+            with pytest.raises(httpx.WriteTimeout):
+                await client.post(server.url, content=b"x" * 32_000_000)
 
     run(go())

@@ -85,8 +85,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             try:
                 conn.writer.write(data)
                 if len(data) > READ_CHUNK:
-                    async with asyncio.timeout(timeouts.get("write")):
-                        await conn.writer.drain()
+                    await _drain(request, conn, timeouts.get("write"))
                 async with asyncio.timeout(timeouts.get("read")):
                     head = await conn.reader.readuntil(b"\r\n\r\n")
                     while head[9:10] == b"1" and head[9:12] != b"101":  # 1xx interim heads: skip them
@@ -148,13 +147,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             status_line, *lines = head[:-4].split(b"\r\n")
             version, status_text, *reason = status_line.split(b" ", 2)
-            status = int(status_text)
+            status = _status(version, status_text)
             headers = [_header(line) for line in lines if line]
+            framing = _framing(request.method, status, version, headers)
         except ValueError as exc:
             conn.close()
             failure = "The response head could not be parsed."
             raise httpx.RemoteProtocolError(failure, request=request) from exc
-        framing = _framing(request.method, status, version, headers)
         body = _Body(self, origin, conn, framing, read_timeout, request)
         return httpx.Response(
             status,
@@ -190,7 +189,11 @@ class _Framing:
 
 
 class _Body(httpx.AsyncByteStream):
-    """The response body; reading it to the end parks the connection for reuse."""
+    """The response body; reading it to the end parks the connection for reuse.
+
+    The read timeout applies to each read, as httpx's own transport does, and is never held
+    across a `yield`: the consumer's own work between pieces must not count against it (a timer
+    still armed then would cancel the consumer's task from outside)."""
 
     def __init__(
         self,
@@ -203,36 +206,46 @@ class _Body(httpx.AsyncByteStream):
     ) -> None:
         self._transport, self._origin, self._conn = transport, origin, conn
         self._framing, self._timeout, self._request = framing, read_timeout, request
+        self._left = framing.length
         self._done = False
         self._complete = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        reader = self._conn.reader
         try:
-            async with asyncio.timeout(self._timeout):
-                if self._framing.chunked:
-                    async for piece in _chunks(reader):
-                        yield piece
-                elif self._framing.length is not None:
-                    left = self._framing.length
-                    while left:
-                        piece = await reader.read(min(left, READ_CHUNK))
-                        if not piece:
-                            raise asyncio.IncompleteReadError(b"", left)
-                        left -= len(piece)
-                        yield piece
-                else:
-                    while piece := await reader.read(READ_CHUNK):
-                        yield piece
+            while True:
+                async with asyncio.timeout(self._timeout):
+                    piece = await self._next_piece()
+                if not piece:
+                    break
+                yield piece
         except TimeoutError as exc:
             self._release(keep=False)
             raise httpx.ReadTimeout("The upstream's answer stalled.", request=self._request) from exc
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        except (asyncio.LimitOverrunError, ValueError) as exc:
+            self._release(keep=False)
+            failure = f"The answer's framing is malformed ({type(exc).__name__})."
+            raise httpx.RemoteProtocolError(failure, request=self._request) from exc
+        except (OSError, asyncio.IncompleteReadError) as exc:
             self._release(keep=False)
             failure = f"The answer was cut off ({type(exc).__name__})."
             raise httpx.ReadError(failure, request=self._request) from exc
         self._complete = True
         self._release(keep=self._framing.keep_alive)
+
+    async def _next_piece(self) -> bytes:
+        """The next piece of the body; b"" once it has ended."""
+        reader = self._conn.reader
+        if self._framing.chunked:
+            return await _next_chunk(reader)
+        if self._left is None:  # delimited by the server closing the connection
+            return await reader.read(READ_CHUNK)
+        if not self._left:
+            return b""
+        piece = await reader.read(min(self._left, READ_CHUNK))
+        if not piece:
+            raise asyncio.IncompleteReadError(b"", self._left)
+        self._left -= len(piece)
+        return piece
 
     async def aclose(self) -> None:
         self._release(keep=False)
@@ -243,19 +256,38 @@ class _Body(httpx.AsyncByteStream):
             self._transport._finished(self._origin, self._conn, keep and self._complete)
 
 
-async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-    """The pieces of a chunked body, up to and including its trailers."""
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, ignored
-                pass
-            return
-        piece = await reader.readexactly(size + 2)
-        if piece[-2:] != b"\r\n":
-            raise ValueError("a chunk did not end with CRLF")
-        yield piece[:-2]
+async def _next_chunk(reader: asyncio.StreamReader) -> bytes:
+    """The next chunk's data of a chunked body; b"" after the last chunk and its trailers."""
+    size_line = await reader.readuntil(b"\r\n")
+    size_text = size_line.split(b";", 1)[0].strip()
+    if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+        raise ValueError("a chunk size is not hexadecimal")
+    size = int(size_text, 16)
+    if size == 0:
+        while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, ignored
+            pass
+        return b""
+    piece = await reader.readexactly(size + 2)
+    if piece[-2:] != b"\r\n":
+        raise ValueError("a chunk did not end with CRLF")
+    return piece[:-2]
+
+
+async def _drain(request: httpx.Request, conn: _Connection, write_timeout: float | None) -> None:
+    """Wait until a large request has gone out; a stall is a write timeout."""
+    try:
+        async with asyncio.timeout(write_timeout):
+            await conn.writer.drain()
+    except TimeoutError as exc:
+        conn.close()
+        raise httpx.WriteTimeout("The upstream did not take the request in time.", request=request) from exc
+
+
+def _status(version: bytes, status_text: bytes) -> int:
+    """The status code of a status line; ValueError unless it is HTTP/1.x with three digits."""
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(status_text) != 3 or not status_text.isdigit():
+        raise ValueError("malformed status line")
+    return int(status_text)
 
 
 def _framing(method: str, status: int, version: bytes, headers: list[tuple[bytes, bytes]]) -> _Framing:
@@ -265,6 +297,8 @@ def _framing(method: str, status: int, version: bytes, headers: list[tuple[bytes
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"content-length":
+            if not value.isdigit() or (length is not None and length != int(value)):
+                raise ValueError("malformed or conflicting Content-Length")
             length = int(value)
         elif lowered == b"transfer-encoding":
             chunked = b"chunked" in value.lower()

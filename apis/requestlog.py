@@ -139,7 +139,8 @@ class RequestLog:
             record.error_code = tap.error_code()
         fields = request_fields(record, tap, scope)
         level = logging.DEBUG if is_quiet(record.path) and tap.status < 500 else logging.INFO
-        log.log(level, "request %s", format_fields(fields), extra={"fields": fields})
+        if log.isEnabledFor(level):  # the line is built only when it will be written
+            log.log(level, "request %s", format_fields(fields), extra={"fields": fields})
         if chat:
             record_metrics(record, fields)
             self.recent.add(summary_of(fields))

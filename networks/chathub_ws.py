@@ -62,6 +62,10 @@ class ChatHubSocket:
         self._ws: ClientConnection | None = None
         self._greeting = ""  # the initial type 6 record, sent with the first message after the handshake
         self._released = False  # closed (or being closed) by its owner
+        self._deadline = 0.0  # loop time when the `recv` in progress gives up
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader: asyncio.Task[object] | None = None  # the task waiting in `recv`
+        self._timed_out = False
 
     async def __aenter__(self) -> ChatHubSocket:
         if self._ws is not None:  # opened ahead (a warm socket): entering only takes ownership
@@ -96,6 +100,9 @@ class ChatHubSocket:
     def _release(self) -> None:
         """Count the socket as closed, once."""
         self._released = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         OPEN_SOCKETS.dec()
 
     def is_open(self) -> bool:
@@ -119,15 +126,46 @@ class ChatHubSocket:
         return queue is not None and len(queue) > 0
 
     async def recv(self, timeout: float) -> bytes | None:
-        """The next message as raw bytes (undecoded: cheaper), or None after `timeout` seconds of none."""
+        """The next message as raw bytes (undecoded: cheaper), or None after `timeout` seconds of none.
+
+        The deadline lives in one timer per socket, re-armed only when it fires early or must move
+        earlier, rather than an `asyncio.Timeout` per message: a frame that comes in time costs a
+        float store. When it expires it cancels the wait (websockets allows that without losing data).
+        """
         assert self._ws is not None
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline = loop.time() + max(timeout, 0)
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_deadline)
+        reader = self._reader = asyncio.current_task()
         try:
-            async with asyncio.timeout(max(timeout, 0)):
-                return await self._ws.recv(decode=False)
-        except TimeoutError:
-            return None
+            return await self._ws.recv(decode=False)
+        except asyncio.CancelledError:
+            if self._timed_out and reader is not None:
+                self._timed_out = False
+                if reader.uncancel() == 0:  # only our deadline cancelled it
+                    return None
+            raise
         except ConnectionClosed as exc:
             raise closed_error(exc, self._name) from exc
+        finally:
+            self._reader = None
+
+    def _on_deadline(self) -> None:
+        """The timer: cut the wait in progress if its deadline has passed, else re-arm for it."""
+        self._timer = None
+        reader = self._reader
+        if reader is None:
+            return  # nobody waits; the next `recv` arms the timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._on_deadline)
+            return
+        self._timed_out = True
+        reader.cancel()
 
     async def _connect(self) -> ClientConnection:
         try:

@@ -143,3 +143,41 @@ def test_frames_that_arrived_together_go_out_as_one_delta(emulator: BingEmulator
     deltas = [event for event in events if isinstance(event, ContentDelta)]
     assert len(deltas) == 1 and len(deltas[0].text.split()) >= 24
     assert isinstance(events[-1], Finished)
+
+
+def test_socket_waits_end_at_their_deadline_and_lose_nothing(emulator: BingEmulator) -> None:
+    """`recv` gives None at its deadline (the next one still gets every frame), and a cancellation
+    from outside (a client that left) is not mistaken for that deadline."""
+    from conversations.bing import chathub_socket
+    from conversations.request import build_chat_request
+    from messagers.frames import encode_record
+
+    settings = service_settings(emulator)
+    plan = plan_turn([{"role": "user", "content": "emulate:think=0.3 deadline"}], "balanced", None, settings)
+
+    async def turn() -> tuple[list[bytes | None], bool]:
+        async with make_http_client(settings) as http:
+            session = await create_conversation(http, settings, settings.bing_cookies)
+        request = build_chat_request(plan.prompt, session, plan.model, settings.bing_locale, turn=0)
+        async with chathub_socket(settings, session, settings.bing_cookies) as socket:
+            started = asyncio.get_running_loop().time()
+            got: list[bytes | None] = [await socket.recv(0.05)]  # nothing was asked yet
+            assert asyncio.get_running_loop().time() - started < 1.0
+            await socket.send(encode_record(request))
+            while got[-1] is None or b'"type":2' not in got[-1]:  # the emulator thinks 0.3 s first
+                got.append(await socket.recv(0.02))
+                assert len(got) < 200
+            waiting = asyncio.ensure_future(socket.recv(5))
+            await asyncio.sleep(0.05)
+            waiting.cancel()
+            try:
+                await waiting
+            except asyncio.CancelledError:
+                return got, True
+            return got, False
+
+    got, cancelled = run(turn())
+    first = next(index for index, frame in enumerate(got) if frame is not None)
+    assert got[0] is None and None in got[first + 1:]  # deadlines met before and between frames
+    assert b'"value":"Success"' in (got[-1] or b"") and any(b'"author":"bot"' in (f or b"") for f in got)
+    assert cancelled

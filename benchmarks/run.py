@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shlex
@@ -99,6 +100,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="extra environment for the service (e.g. WARM_POOL_SIZE=4)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"write the results here (full runs default to {DEFAULT_OUT})")
+    parser.add_argument("--logs", type=Path, default=None, metavar="DIR",
+                        help="keep the emulator's and the service's logs in DIR (else discarded)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a target fails or a request failed")
     return parser.parse_args(argv)
@@ -166,7 +169,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def execute(scenarios: list[Scenario], extra: dict[str, str]) -> Results:
+def execute(scenarios: list[Scenario], extra: dict[str, str], logs: Path | None = None) -> Results:
     """Run the scenarios of each shape (the one-process ones first) on their own set of processes,
     stopped whatever happens; results keep the scenarios' order."""
     results: Results = {}
@@ -174,15 +177,26 @@ def execute(scenarios: list[Scenario], extra: dict[str, str]) -> Results:
         if shape != (1, False):
             print(f"  [scale] starting {shape[0]} service instance(s) with their state in Redis",
                   flush=True)
-        results.update(execute_on([s for s in scenarios if s.shape == shape], extra, shape))
+        results.update(execute_on([s for s in scenarios if s.shape == shape], extra, shape, logs))
     return {s.name: results[s.name] for s in scenarios}
 
 
-def execute_on(scenarios: list[Scenario], extra: dict[str, str], shape: tuple[int, bool]) -> Results:
+def execute_on(scenarios: list[Scenario], extra: dict[str, str], shape: tuple[int, bool],
+               keep: Path | None = None) -> Results:
     """Start the processes, run `scenarios`, and stop the processes whatever happens."""
     instances, redis = shape
-    with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs, \
-            running_stack(Path(logs), extra, instances=instances, redis=redis) as stack:
+    with contextlib.ExitStack() as stack_of_dirs:
+        if keep is None:
+            logs = Path(stack_of_dirs.enter_context(tempfile.TemporaryDirectory(prefix="bench-logs-")))
+        else:
+            logs = keep / f"{instances}-instance{'s' if instances > 1 else ''}{'-redis' if redis else ''}"
+            logs.mkdir(parents=True, exist_ok=True)
+        return _execute_in(scenarios, extra, instances, redis, logs)
+
+
+def _execute_in(scenarios: list[Scenario], extra: dict[str, str], instances: int, redis: bool,
+                logs: Path) -> Results:
+    with running_stack(logs, extra, instances=instances, redis=redis) as stack:
         try:
             with _runner() as runner:
                 return runner.run(run_all(stack, scenarios))
@@ -203,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"benchmark ({args.mode}): {', '.join(s.name for s in scenarios)}", flush=True)
     try:
-        results = execute(scenarios, extra)
+        results = execute(scenarios, extra, args.logs)
     except KeyboardInterrupt:
         print("\ninterrupted: the emulator and the service were stopped", file=sys.stderr)
         return 130

@@ -36,6 +36,7 @@ from networks.http_client import CREATE_CONNECTIONS
 from utils.errors import (
     ConversationUnusable,
     StreamInterrupted,
+    UpstreamAuthFailed,
     UpstreamError,
     UpstreamRateLimited,
 )
@@ -126,6 +127,7 @@ async def run_turn(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerE
     """
     await upstream.refresh_accounts()
     thread = await claim_thread(plan, upstream)
+    made_ahead = thread is not None  # the conversation was not created for this request
     tried: set[str] = set()
     failures, replaced = 0, False
     kind = plan.model.upstream
@@ -138,7 +140,8 @@ async def run_turn(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerE
             raise upstream.accounts.unavailable_error(kind)
         failure: UpstreamError | None = None
         try:
-            thread = thread or await fresh_thread(plan, upstream, account)
+            if thread is None:
+                thread, made_ahead = await fresh_thread(plan, upstream, account, pooled=not replaced)
             async for event in run_on_thread(plan, upstream, thread):
                 yield event
             return
@@ -147,8 +150,12 @@ async def run_turn(plan: TurnPlan, upstream: Upstream) -> AsyncGenerator[AnswerE
             raise
         except UpstreamError as exc:
             failure = exc
-            if isinstance(exc, ConversationUnusable) and not replaced:
-                replaced = True  # an expired or full conversation: once, a fresh one, free of charge
+            if stale_conversation(exc, made_ahead) and not replaced:
+                # An expired or full conversation, or one made ahead that the upstream no longer
+                # accepts: once, a freshly created one, free of charge. Only if that one is refused
+                # too is it the account's cookies.
+                replaced = True
+                failure = exc if isinstance(exc, ConversationUnusable) else None
             else:
                 failures += 1
                 if failures >= upstream.settings.failover_attempts:
@@ -214,13 +221,25 @@ async def claim_thread(plan: TurnPlan, upstream: Upstream) -> ChatThread | None:
     return thread
 
 
-async def fresh_thread(plan: TurnPlan, upstream: Upstream, account: Account) -> ChatThread:
-    """A new conversation on `account` (from its warm pool when it has one), history as context."""
+def stale_conversation(error: UpstreamError, made_ahead: bool) -> bool:
+    """Whether `error` may be the conversation's rather than the account's: expired or full, or an
+    auth refusal of a conversation made ahead (pooled or continued), which Bing may have forgotten."""
+    return isinstance(error, ConversationUnusable) or (made_ahead and isinstance(error, UpstreamAuthFailed))
+
+
+async def fresh_thread(
+    plan: TurnPlan, upstream: Upstream, account: Account, pooled: bool = True
+) -> tuple[ChatThread, bool]:
+    """A new conversation on `account`, history as context, and whether it was made ahead (from the
+    account's warm pool, when it has one and `pooled`; else created now)."""
     client = client_for(plan.model)
     client.check_fresh(plan, upstream.settings)
-    session = account.pool.take() if account.pool is not None else None
+    session = account.pool.take() if account.pool is not None and pooled else None
+    made_ahead = session is not None
     session = session or await client.start_conversation(upstream, account)
-    return ChatThread(session, 0, client.turn_limit(session), time.time(), account.name, account.fingerprint)
+    limit = client.turn_limit(session)
+    thread = ChatThread(session, 0, limit, time.time(), account.name, account.fingerprint)
+    return thread, made_ahead
 
 
 async def create_session(upstream: Upstream, account: Account) -> Session:

@@ -27,7 +27,8 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--delay", type=float, default=0.002, help="seconds between updates")
     parser.add_argument("--think", type=float, default=0.0, help="seconds of pings before text")
     parser.add_argument("--keep-records", type=int, default=1000,
-                        help="keep only the newest N chat/connection/conversation records")
+                        help="keep only the newest N chat and connection records (and "
+                             "100 x N conversations)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed for the fault-rate draws (reproducible runs)")
     parser.add_argument("--create-failure-rate", type=float, default=0.0,

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CHATHUB_PATH = "/sydney/ChatHub"
 STATS_PATH = "/_emulator/stats"
+CONVERSATIONS_PER_RECORD = 100  # conversations outlive the request records (see add_conversation)
 
 
 class BingEmulator:
@@ -50,8 +51,8 @@ class BingEmulator:
         """Configure the emulator; nothing listens until start().
 
         `port` is the ChatHub websocket port and `http_port` the keep-alive create/stats port
-        (0 = any free port). `keep_records` caps `chat_requests`, `connections` and
-        `conversations` to the newest N entries (None keeps everything, as tests need); the
+        (0 = any free port). `keep_records` caps `chat_requests` and `connections` to the newest N
+        entries, and `conversations` to the newest 100 x N (None keeps everything, as tests need); the
         counters keep counting regardless. `seed` seeds `random`, which draws the fault rates
         (`faults.create_failure_rate` etc.), so a run's sequence of draws is reproducible.
         """
@@ -210,10 +211,13 @@ class BingEmulator:
         self.chat_count += 1
 
     def add_conversation(self, conv: Conversation) -> None:
-        """Register a conversation, dropping the oldest beyond keep_records."""
+        """Register a conversation, dropping the oldest beyond CONVERSATIONS_PER_RECORD x keep_records.
+
+        Bing keeps a conversation for hours, whoever else creates conversations meanwhile; the cap
+        only bounds a long run's memory, far above what a client may hold (a pool, a store)."""
         self.conversations[conv.conversation_id] = conv
         if self.keep_records is not None:
-            while len(self.conversations) > self.keep_records:
+            while len(self.conversations) > self.keep_records * CONVERSATIONS_PER_RECORD:
                 del self.conversations[next(iter(self.conversations))]
 
     def expire_conversations(self) -> None:

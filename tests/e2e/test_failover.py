@@ -160,3 +160,20 @@ def test_the_warm_pool_reports_a_dead_account_and_then_leaves_it_alone(
 
         time.sleep(1.5)  # past the pool's first back-off: a resting account is not asked again
         assert emulator.create_count == tried
+
+
+@pytest.mark.parametrize("warm_sockets", [True, False])
+def test_a_pooled_conversation_bing_forgot_is_replaced_not_blamed_on_the_account(warm_sockets: bool) -> None:
+    from emulator import EmulatorThread
+
+    with EmulatorThread(update_delay=0.001) as emu:
+        settings = service_settings(
+            emu, warm_pool_size=1, warm_sockets=warm_sockets, admin_key="admin-secret"
+        )
+        with ServerThread(settings) as url:
+            eventually(lambda: all(a["warm_conversations"] == 1 for a in accounts(url).values()))
+            emu.conversations.clear()  # Bing no longer accepts the conversation made ahead
+            chats = emu.chat_count
+            assert "emulator" in ask(openai_client(url), "are you still there")
+            assert emu.chat_count == chats + 2  # refused on the forgotten one, answered on a new one
+            assert all(a["state"] == "healthy" for a in accounts(url).values())

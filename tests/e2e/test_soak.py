@@ -31,6 +31,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+import emulator.server
 from emulator import BingEmulator, EmulatorThread
 from tests.e2e.helpers import MARKER
 from tests.servers import ServerThread, service_settings
@@ -268,11 +269,15 @@ async def short_requests(url: str, start: int, count: int, tally: Counter[str]) 
         await client.close()
 
 
-def test_soak_memory_stays_flat(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_soak_memory_stays_flat(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The service, the emulator and the client share this process, so everything that legitimately
-    # grows is capped below what the warm-up reaches: the emulator keeps 200 records, the service
-    # remembers 200 continuable conversations, and pytest's log capture (which keeps every record
-    # of a test in memory) only takes errors. After the warm-up, growth can then only be a leak.
+    # grows is capped below what the warm-up reaches: the emulator keeps 200 records and 200
+    # conversations, the service remembers 200 continuable conversations, and pytest's log capture
+    # (which keeps every record of a test in memory) only takes errors. After the warm-up, growth
+    # can then only be a leak.
+    monkeypatch.setattr(emulator.server, "CONVERSATIONS_PER_RECORD", 1)
     caplog.set_level(logging.ERROR)
     # The warm pool is on here, as by default, so its refills run through the whole soak as well.
     with soak_stack(tmp_path, keep_records=200, conversation_store_size=200, warm_pool_size=1) as stack:

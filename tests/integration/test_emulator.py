@@ -702,8 +702,8 @@ def test_keep_records_caps_history_but_not_counters() -> None:
         for s in sessions[1:]:
             ask(small, "hi emulate:words=3", search=False, s=s)
         ask(small, "again emulate:words=3", search=False, s=sessions[-1])
-        assert len(small.conversations) == 2
-        assert sessions[0].conversation_id not in small.conversations
+        assert len(small.conversations) == 3  # conversations outlive request records (100 x N)
+        assert sessions[0].conversation_id in small.conversations
         assert len(small.chat_requests) == 2 and len(small.connections) == 2
         assert small.chat_requests[-1]["message"]["text"].startswith("again")
         assert get_stats(small) == {"creates": 3, "chats": 3, "connections": 3,
@@ -927,3 +927,13 @@ def test_old_urls_on_the_websocket_port_still_answer(emu: BingEmulator) -> None:
         assert conn.getresponse().status == 404
     finally:
         conn.close()
+
+
+def test_conversations_are_capped_far_above_the_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    import emulator.server
+
+    monkeypatch.setattr(emulator.server, "CONVERSATIONS_PER_RECORD", 2)
+    with EmulatorThread(keep_records=1, close_wait=0.2) as small:
+        sessions = [new_session(small) for _ in range(3)]
+        assert len(small.conversations) == 2
+        assert sessions[0].conversation_id not in small.conversations

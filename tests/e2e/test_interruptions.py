@@ -88,3 +88,16 @@ def test_non_stream_client_disconnect_closes_the_upstream_socket(
     record = emulator.connections[count]
     eventually(lambda: record.closed_at is not None, timeout=2)
     assert not record.completed
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_client_leaving_before_the_first_token_closes_the_upstream_socket(
+    base_url: str, emulator: BingEmulator, stream: bool
+) -> None:
+    body = {"model": "balanced", "stream": stream, "messages": user("emulate:think=3 slow to start")}
+    count = len(emulator.connections)
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up while Bing still thinks
+        httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=0.5)
+    record = emulator.connections[count]
+    eventually(lambda: record.closed_at is not None, timeout=1.5)  # long before Bing's first text
+    assert not record.completed

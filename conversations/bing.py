@@ -12,6 +12,7 @@ from conversations.clock import TurnClock, raise_idle
 from conversations.composer import check_context
 from conversations.models import BING
 from conversations.request import build_chat_request
+from conversations.sockets import settle
 from conversations.threads import ChatThread, Session
 from conversations.vision import attach_image
 from messagers.answer import AnswerState, advance, merge_deltas, start_answer
@@ -98,17 +99,32 @@ def chathub_socket(settings: Settings, session: SessionIds, cookies: str) -> Cha
 
 async def send_on_warm_socket(upstream: Upstream, session: SessionIds, record: str) -> ChatHubSocket | None:
     """The socket opened ahead for this conversation with the invocation sent on it, or None (none
-    was opened, or it died: the caller then opens a fresh one, invisibly to the client)."""
-    socket = await upstream.sockets.claim(session.conversation_id)
-    if socket is None:
+    was opened, or it died: the caller then opens a fresh one, invisibly to the client).
+
+    The invocation goes out before anything else may run on the loop; only then does the turn wait
+    for the socket's keeper to let go of it."""
+    taken = upstream.sockets.take(session.conversation_id)
+    if taken is None:
         return None
+    socket, keeper = taken
+    failure: BaseException | None = None
+    sent = False
     try:
-        await socket.send(record)
+        if socket.is_open():
+            await socket.send(record)
+            sent = True
     except UpstreamError as exc:
+        failure = exc
         log.info("a warm socket failed on send (%s); opening a fresh one", exc.code)
+    try:
+        await settle(keeper)
+    except BaseException as exc:  # cancelled meanwhile (the client left): drop the socket
         await socket.__aexit__(type(exc), exc, None)
-        return None
-    return socket
+        raise
+    if sent:
+        return socket
+    await socket.__aexit__(type(failure) if failure else None, failure, None)
+    return None
 
 
 async def read_answer(

@@ -9,7 +9,6 @@ opens a socket of its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from networks.chathub_ws import PING, ChatHubSocket
@@ -33,15 +32,22 @@ class SocketShelf:
         keeper = asyncio.create_task(self._keep(key, socket), name="warm-socket")
         self._ready[key] = (socket, keeper)
 
+    def take(self, key: str) -> tuple[ChatHubSocket, asyncio.Task[None]] | None:
+        """The socket shelved for `key` and its keeper, cancelled but maybe not yet finished: the
+        caller may send at once (the invocation need not wait a loop turn), and must `settle` the
+        keeper before it reads from the socket. None when nothing is shelved for `key`."""
+        entry = self._ready.pop(key, None)
+        if entry is not None:
+            entry[1].cancel()
+        return entry
+
     async def claim(self, key: str) -> ChatHubSocket | None:
         """The open socket shelved for `key` (now the caller's to use and close), or None."""
-        entry = self._ready.pop(key, None)
-        if entry is None:
+        taken = self.take(key)
+        if taken is None:
             return None
-        socket, keeper = entry
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper
+        socket, keeper = taken
+        await settle(keeper)
         if socket.is_open():
             return socket
         await close(socket)
@@ -70,6 +76,12 @@ class SocketShelf:
             if self._ready.get(key, (None,))[0] is socket:
                 del self._ready[key]
             await close(socket)
+
+
+async def settle(keeper: asyncio.Task[None]) -> None:
+    """Wait until a cancelled keeper has left the socket (without swallowing our own cancellation)."""
+    if not keeper.done():
+        await asyncio.wait([keeper])
 
 
 async def close(socket: ChatHubSocket) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
@@ -50,14 +51,12 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
     httpx's own."""
     timeout = httpx.Timeout(settings.create_timeout, connect=settings.connect_timeout)
     proxy = pick_proxy(settings.bing_create_url, settings)
-    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
-    if settings.lean_http and proxy is None:
-        lean = LeanTransport(max_connections=CREATE_CONNECTIONS)
-        mounts = {origin: lean for origin in hot_origins(settings)}
+    lean = LeanTransport(max_connections=CREATE_CONNECTIONS) if settings.lean_http and proxy is None else None
     return UpstreamHttp(
+        lean=lean,
+        lean_origins=hot_origins(settings) if lean is not None else set(),
         timeout=timeout,
         proxy=proxy,
-        mounts=mounts,
         trust_env=False,
         limits=httpx.Limits(max_connections=CREATE_CONNECTIONS, max_keepalive_connections=CREATE_CONNECTIONS),
     )
@@ -84,7 +83,35 @@ class _NeverKept(httpx.Cookies):
 
 class UpstreamHttp(httpx.AsyncClient):
     """The shared client. It is used by all accounts at once, so it keeps no cookies: each request
-    carries its account's own Cookie header, and no answer's Set-Cookie rides along with another."""
+    carries its account's own Cookie header, and no answer's Set-Cookie rides along with another.
+
+    `lean` is mounted for `lean_origins` (the hosts called on every request)."""
+
+    def __init__(
+        self, *, lean: LeanTransport | None = None, lean_origins: Collection[str] = (), **kwargs: Any
+    ) -> None:
+        mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+        if lean is not None:
+            mounts = {origin: lean for origin in lean_origins}
+        super().__init__(mounts=mounts, **kwargs)
+        self._lean = lean
+        self._lean_prefixes = tuple(f"{origin}/" for origin in lean_origins)
+        self._timeouts = self.timeout.as_dict()
+
+    async def get_direct(self, url: str, headers: Mapping[str, str]) -> httpx.Response:
+        """`get(url, headers=headers)`, read, with the lean transport taking the request straight
+        when it serves `url`. The client's own layers would do nothing there (this client has no
+        auth, follows no redirect, keeps no cookie) but cost a fifth of a millisecond, on the path
+        of every request that creates a conversation."""
+        if self._lean is None or not url.startswith(self._lean_prefixes):
+            return await self.get(url, headers=headers)
+        merged = httpx.Headers(self.headers)
+        merged.update(headers)
+        request = httpx.Request("GET", url, headers=merged, extensions={"timeout": self._timeouts})
+        response = await self._lean.handle_async_request(request)
+        response.request = request
+        await response.aread()
+        return response
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -108,7 +135,11 @@ async def create_conversation(http: httpx.AsyncClient, settings: Settings, cooki
     """Create a Bing conversation for the account `cookies`; raises an `UpstreamError` on any failure."""
     headers = create_headers(cookies, settings.bing_locale)
     try:
-        response = await http.get(settings.bing_create_url, headers=headers)
+        url = settings.bing_create_url
+        if isinstance(http, UpstreamHttp):
+            response = await http.get_direct(url, headers)
+        else:
+            response = await http.get(url, headers=headers)
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(
             f"Creating a Bing conversation took longer than {settings.create_timeout:g} s."

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from networks.http_client import hot_origins, make_http_client
+from networks.http_client import UpstreamHttp, hot_origins, make_http_client
 from networks.lean_transport import LeanTransport
 from tests.integration.http_proxy import LoopbackProxy
 from utils.settings import Settings
@@ -794,5 +794,50 @@ def test_a_request_the_server_does_not_take_is_a_write_timeout() -> None:
         async with RawServer(never_reads) as server, lean_client(write=0.1) as client:
             with pytest.raises(httpx.WriteTimeout):
                 await client.post(server.url, content=b"x" * 32_000_000)
+
+    run(go())
+
+
+def test_get_direct_sends_what_get_sends_and_falls_back_off_the_hot_origins() -> None:
+    """The create's short cut past the client's layers puts the same request on the wire as
+    `client.get`, reuses the connection, keeps no cookie, and is only taken for the hot origins."""
+    headers = {"User-Agent": "edge", "Accept": "application/json", "Cookie": "_U=mine"}
+    set_cookie = "Set-Cookie: _U=theirs; Path=/"
+
+    async def go() -> None:
+        async with RawServer(answers(ok(b"a", set_cookie), ok(b"b", set_cookie), ok(b"c"))) as server:
+            create_url = server.url + "/turing/conversation/create?x=1"
+            async with make_http_client(settings(bing_create_url=create_url)) as client:
+                assert isinstance(client, UpstreamHttp)
+                direct = await client.get_direct(create_url, headers)
+                via_client = await client.get(create_url, headers=headers)
+                assert (direct.content, via_client.content) == (b"a", b"b")
+                assert direct.status_code == 200 and direct.request.url == httpx.URL(create_url)
+                elsewhere = await client.get_direct(server.url.replace("127.0.0.1", "localhost") + "/", {})
+                assert elsewhere.content == b"c"  # not a hot origin: through the client's own path
+            first, second, third = server.requests
+            target = ("GET", "/turing/conversation/create?x=1")
+            assert (first.method, first.target) == (second.method, second.target) == target
+            assert first.headers == second.headers and first.headers["cookie"] == "_U=mine"
+            assert "cookie" not in third.headers
+            assert server.connections == 2  # the hot origin's two requests shared one connection
+
+    run(go())
+
+
+def test_get_direct_failures_are_httpx_errors() -> None:
+    async def go() -> None:
+        async with RawServer(answers(HANG)) as server:
+            create_url = server.url + "/turing/conversation/create"
+            async with make_http_client(settings(bing_create_url=create_url, create_timeout=0.2)) as client:
+                assert isinstance(client, UpstreamHttp)
+                with pytest.raises(httpx.ReadTimeout):
+                    await client.get_direct(create_url, {})
+            port = free_port()
+            dead = f"http://127.0.0.1:{port}/turing/conversation/create"
+            async with make_http_client(settings(bing_create_url=dead)) as client:
+                assert isinstance(client, UpstreamHttp)
+                with pytest.raises(httpx.ConnectError):
+                    await client.get_direct(dead, {})
 
     run(go())

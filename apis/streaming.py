@@ -69,7 +69,7 @@ class AnswerStream(EventSourceResponse):
             self.active = False
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if helper.done() and not helper.cancelled() and helper.result():  # the client left
+            if client_left(helper):
                 task.uncancel()
                 return
             raise
@@ -81,7 +81,8 @@ class AnswerStream(EventSourceResponse):
                 await aclose()
 
     async def _watch(self, receive: Receive, send: Send, stream: asyncio.Task[None]) -> bool:
-        """True (after cancelling `stream`) when the client disconnects; pings while it is quiet."""
+        """True (after cancelling `stream`) when the client disconnects; meanwhile a ping comment
+        every ping interval while the stream is still running."""
         ping = self.ping_interval or None
         while True:
             try:
@@ -98,6 +99,11 @@ class AnswerStream(EventSourceResponse):
             if message["type"] == "http.disconnect":
                 stream.cancel()
                 return True
+
+
+def client_left(helper: asyncio.Task[bool]) -> bool:
+    """Whether the stream's helper ended because the client disconnected."""
+    return helper.done() and not helper.cancelled() and helper.exception() is None and helper.result()
 
 
 async def sse_body(

@@ -13,8 +13,9 @@ drain. Every wait that must not outlive the grace period runs under `Drain.guard
 `asyncio.Timeout` that has no deadline until the drain starts, and the grace deadline after it; the
 guard turns its expiry into `ServerShuttingDown`.
 
-sse-starlette would otherwise cancel every open stream as soon as uvicorn begins to exit (a quiet
-cut), so its automatic drain is switched off; the streams end themselves instead.
+sse-starlette's own response would cancel every open stream as soon as uvicorn begins to exit (a
+quiet cut). The service's `AnswerStream` does not run that watcher, and sse-starlette's automatic
+drain is switched off as well, so that no stream is ever cut that way; the streams end themselves.
 """
 
 from __future__ import annotations

@@ -110,7 +110,11 @@ class UpstreamHttp(httpx.AsyncClient):
         request = httpx.Request("GET", url, headers=merged, extensions={"timeout": self._timeouts})
         response = await self._lean.handle_async_request(request)
         response.request = request
-        await response.aread()
+        try:
+            await response.aread()
+        except BaseException:  # as httpx's own `send` does: never leave the connection checked out
+            await response.aclose()
+            raise
         return response
 
     @property

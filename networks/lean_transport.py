@@ -229,6 +229,9 @@ class _Body(httpx.AsyncByteStream):
             self._release(keep=False)
             failure = f"The answer was cut off ({type(exc).__name__})."
             raise httpx.ReadError(failure, request=self._request) from exc
+        except BaseException:  # cancelled, or the reader stopped early: the connection is spent
+            self._release(keep=False)
+            raise
         self._complete = True
         self._release(keep=self._framing.keep_alive)
 

@@ -841,3 +841,25 @@ def test_get_direct_failures_are_httpx_errors() -> None:
                     await client.get_direct(dead, {})
 
     run(go())
+
+
+def test_a_create_cancelled_while_its_body_arrives_frees_the_connection_slot() -> None:
+    """A client that leaves during the create (get_direct cancelled mid-body) must not keep the
+    transport's slot: with one slot, the next create still goes through."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf"
+
+    async def go() -> None:
+        async with RawServer(answers((head, "stall"), ok(b"next"))) as server:
+            create_url = server.url + "/turing/conversation/create"
+            async with make_http_client(settings(bing_create_url=create_url)) as client:
+                assert isinstance(client, UpstreamHttp) and client._lean is not None
+                client._lean._slots = asyncio.Semaphore(1)
+                stuck = asyncio.ensure_future(client.get_direct(create_url, {}))
+                await asyncio.sleep(0.1)
+                stuck.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await stuck
+                response = await asyncio.wait_for(client.get_direct(create_url, {}), 2)
+                assert response.content == b"next"
+
+    run(go())

@@ -110,13 +110,12 @@ class Guard:
         self.expired = False
 
     async def __aenter__(self) -> Guard:
+        deadline = self.drain.deadline()
+        if deadline is not None and deadline <= asyncio.get_running_loop().time():
+            raise self.drain.error()
         self.task = asyncio.current_task()
         self.drain.guards.add(self)
-        deadline = self.drain.deadline()
         if deadline is not None:
-            if deadline <= asyncio.get_running_loop().time():
-                self.drain.guards.discard(self)
-                raise self.drain.error()
             self.expire_at(deadline)
         return self
 

@@ -41,7 +41,8 @@ class BingClient:
         check_context(plan.prompt, plan.limits)
 
     async def start_conversation(self, upstream: Upstream, account: Account) -> Session:
-        """GET /turing/conversation/create, queueing on the create slots rather than in httpx's pool."""
+        """GET /turing/conversation/create, queueing on the create slots (one per client connection)
+        rather than inside the client."""
         async with upstream.create_slots:
             return await create_conversation(upstream.http, upstream.settings, account.cookies)
 

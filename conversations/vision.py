@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from conversations.composer import ImageAttachment
 from messagers.images import BlobIds, blob_image_url, kblob_ids, kblob_request
-from networks.bing_images import download, post_attachment, post_kblob
+from networks.bing_images import WebAnswer, download, post_attachment, post_kblob
 from networks.copilot import copilot_headers
 from utils.errors import InvalidImage, ProxyError, UpstreamBadResponse
 from utils.settings import Settings
@@ -163,19 +163,23 @@ async def upload_image(
 ) -> BlobIds:
     """The blob ids of the uploaded picture; raises InvalidImage (400) when Bing refuses it (no
     blobId) and UpstreamBadResponse (502) for any other answer than JSON with HTTP 200."""
-    answer = await post_kblob(http, settings, cookies, knowledge, image.data)
-    if answer.status != 200:
-        raise UpstreamBadResponse(f"Bing's image upload answered HTTP {answer.status}.")
-    try:
-        body = json.loads(answer.text)
-    except ValueError as exc:
-        raise UpstreamBadResponse("Bing's image upload answered something other than JSON.") from exc
+    body = upload_body(await post_kblob(http, settings, cookies, knowledge, image.data), "Bing")
     blob = kblob_ids(body)
     if blob is None:
         raise InvalidImage(
             "Bing refused the uploaded image (no blobId): try another picture.", param=image.param
         )
     return blob
+
+
+def upload_body(answer: WebAnswer, upstream: str) -> Any:
+    """The JSON body of an image upload's HTTP 200 answer; any other answer is a 502."""
+    if answer.status != 200:
+        raise UpstreamBadResponse(f"{upstream}'s image upload answered HTTP {answer.status}.")
+    try:
+        return json.loads(answer.text)
+    except ValueError as exc:
+        raise UpstreamBadResponse(f"{upstream}'s image upload answered something other than JSON.") from exc
 
 
 async def attach_copilot_image(
@@ -189,13 +193,7 @@ async def attach_copilot_image(
     """Upload the picture to Copilot's attachments and put it first in the `send` event's content."""
     headers = copilot_headers(cookies, token, settings.copilot_url)
     media = "image/png" if attachment.data.startswith(PNG_SIGNATURE) else "image/jpeg"
-    answer = await post_attachment(http, settings, headers, attachment.data, media)
-    if answer.status != 200:
-        raise UpstreamBadResponse(f"Copilot's image upload answered HTTP {answer.status}.")
-    try:
-        body = json.loads(answer.text)
-    except ValueError as exc:
-        raise UpstreamBadResponse("Copilot's image upload answered something other than JSON.") from exc
+    body = upload_body(await post_attachment(http, settings, headers, attachment.data, media), "Copilot")
     url = body.get("url") if isinstance(body, dict) else None
     if not isinstance(url, str) or not url:
         raise InvalidImage(

@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
+from http.cookiejar import Cookie, CookieJar
 from typing import Any
 
 import httpx
@@ -74,8 +74,21 @@ def hot_origins(settings: Settings) -> set[str]:
     return origins
 
 
+class _NoJar(CookieJar):
+    """A jar no cookie gets into, by any path (an answer's Set-Cookie, `cookies.set`, `update`)."""
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
+
+
 class _NeverKept(httpx.Cookies):
-    """The client's cookies: always empty, and an answer's Set-Cookie is not even parsed."""
+    """The client's cookies: always empty, and an answer's Set-Cookie is not even parsed. The
+    client is shared by all accounts: one answer's cookie must never ride along with another
+    account's request (each sends its own Cookie header)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jar = _NoJar()
 
     def extract_cookies(self, response: httpx.Response) -> None:
         return None
@@ -126,13 +139,7 @@ class UpstreamHttp(httpx.AsyncClient):
         """Ignored: the shared client never holds cookies."""
 
 
-def never_stored_cookies() -> CookieJar:
-    """A jar that refuses every cookie: the client is shared by all accounts, so one answer's
-    Set-Cookie must never ride along with another account's request (each sends its own header)."""
-    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-
-
-_NEVER_KEPT = _NeverKept(never_stored_cookies())
+_NEVER_KEPT = _NeverKept()
 
 
 async def create_conversation(http: httpx.AsyncClient, settings: Settings, cookies: str) -> SessionIds:

@@ -107,6 +107,8 @@ def test_the_shared_client_never_keeps_a_set_cookie() -> None:
         transport = httpx.MockTransport(bing)
         async with UpstreamHttp(transport=transport, cookies={"_U": "given"}) as http:
             http.cookies = {"_U": "set later"}
+            http.cookies.set("_U", "set on the jar")
+            http.cookies.update({"_U": "merged in"})
             await http.get("https://www.bing.com/turing/conversation/create")
             second = await http.get("https://www.bing.com/turing/conversation/create")
             return second.request, http.cookies

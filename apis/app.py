@@ -27,6 +27,7 @@ from conversations.shared_store import RedisStore
 from conversations.threads import ConversationStore, MemoryStore
 from conversations.turn import Upstream, start_warm_pool
 from networks.http_client import make_http_client
+from utils.heap import settle_heap
 from utils.redis_client import SharedRedis
 from utils.settings import Settings, get_settings
 
@@ -38,14 +39,15 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A ready app; `settings.demo` serves answers from the built-in Bing emulator."""
+def create_app(settings: Settings | None = None, *, own_process: bool = False) -> FastAPI:
+    """A ready app; `settings.demo` serves answers from the built-in Bing emulator. An app that owns
+    its process (the command line's) tunes the garbage collector once started (utils/heap.py)."""
     settings = settings or get_settings()
     app = FastAPI(
         title="Bing Chat API",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=lifespan(settings),
+        lifespan=lifespan(settings, own_process),
         # FastAPI's OpenTelemetry hooks otherwise look up the tracer providers on every request;
         # the service has its own metrics (/metrics) and request log.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -71,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def lifespan(settings: Settings):  # type: ignore[no-untyped-def]
+def lifespan(settings: Settings, own_process: bool = False):  # type: ignore[no-untyped-def]
     """Open the shared HTTP client, the accounts (and the demo emulator) for the app's lifetime."""
 
     @asynccontextmanager
@@ -87,6 +89,8 @@ def lifespan(settings: Settings):  # type: ignore[no-untyped-def]
             app.state.settings = live
             app.state.upstream = upstream
             app.state.health = HealthRecord()
+            if own_process:
+                settle_heap()
             yield
 
     return run

@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info("starting %d workers sharing state through Redis", args.workers)
         uvicorn.run("apis.chat_api:worker_app", factory=True, workers=args.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_app(settings, own_process=True), **common)
 
 
 def worker_app() -> FastAPI:
@@ -92,7 +92,7 @@ def worker_app() -> FastAPI:
     (a spawned worker does not inherit the parent's)."""
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
-    return create_app(check_accounts_file(settings))  # the same fallback as the parent's
+    return create_app(check_accounts_file(settings), own_process=True)  # the same fallback as the parent's
 
 
 def check_accounts_file(settings: Settings) -> Settings:

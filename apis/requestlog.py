@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apis.recent import RecentRequests
 from utils import metrics
+from utils.ids import hex_id
 from utils.tracking import CURRENT, RequestRecord
 
 log = logging.getLogger("apis.requests")
@@ -37,7 +37,7 @@ def request_id_from(scope: Scope) -> str:
             if SANE_ID.fullmatch(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return hex_id()
 
 
 def is_chat(method: str, path: str) -> bool:

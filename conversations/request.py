@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from conversations.composer import ComposedPrompt
 from conversations.models import ModelSpec
 from networks.http_client import SessionIds
+from utils.ids import hex_id, uuid_text
 
 SEARCH_PLUGIN = {"id": "c310c353-b9f0-4d76-ab0d-1dd5e979cf68", "category": 1}
 CONTEXT_MESSAGE_ID = "discover-web--page-ping-mriduna-----"
@@ -48,7 +48,7 @@ def build_chat_request(
     prompt: ComposedPrompt, session: SessionIds, model: ModelSpec, locale: str, *, turn: int = 0
 ) -> dict[str, Any]:
     """Turn `turn` of a conversation; the first carries the context in `previousMessages`."""
-    request_id = str(uuid.uuid4())
+    request_id = uuid_text()
     argument: dict[str, Any] = {
         "source": "cib",
         "optionsSets": options_sets(model),
@@ -57,7 +57,7 @@ def build_chat_request(
         "verbosity": "verbose",
         "scenario": "SERP",
         "plugins": [SEARCH_PLUGIN] if model.search else [],
-        "traceId": uuid.uuid4().hex,
+        "traceId": hex_id(),
         "conversationHistoryOptionsSets": ["autosave", "savemem", "uprofupd", "uprofgen"],
         "gptId": "copilot",
         "isStartOfSession": turn == 0,

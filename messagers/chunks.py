@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from messagers.events import Finished, Image, Source
+from utils.ids import hex_id
 from utils.tokens import estimate_tokens
 
 FINGERPRINT = "fp_bing_chat_api"
@@ -25,7 +25,7 @@ class ChunkContext:
 
 def new_context(model: str, *, include_usage: bool = False) -> ChunkContext:
     """A fresh completion id and timestamp for one request."""
-    return ChunkContext(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), model, include_usage)
+    return ChunkContext(f"chatcmpl-{hex_id()}", int(time.time()), model, include_usage)
 
 
 def chunk(ctx: ChunkContext, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +26,7 @@ from utils.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from utils.ids import uuid_text
 from utils.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def copilot_headers(cookies: str, token: str, base_url: str) -> dict[str, str]:
 def copilot_ws_url(base: str, token: str) -> str:
     """The socket URL with a fresh `clientSessionId`, and the token as `accessToken` when signed in."""
     separator = "&" if "?" in base else "?"
-    url = f"{base}{separator}clientSessionId={uuid.uuid4()}"
+    url = f"{base}{separator}clientSessionId={uuid_text()}"
     return f"{url}&accessToken={quote(token, safe='')}" if token else url
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+from utils.ids import uuid_text
 
 USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -21,7 +21,7 @@ def create_headers(cookies: str, locale: str) -> dict[str, str]:
         "sec-ch-ua": '"Microsoft Edge";v="131", "Chromium";v="131", "Not_A Brand";v="24"',
         "sec-ch-ua-mobile": "?0",
         "sec-ch-ua-platform": '"Windows"',
-        "x-ms-client-request-id": str(uuid.uuid4()),
+        "x-ms-client-request-id": uuid_text(),
         "x-ms-useragent": "azsdk-js-api-client-factory/1.0.0-beta.1 core-rest-pipeline/1.12.3 OS/Windows",
     }
     if cookies:

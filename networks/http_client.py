@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # Concurrent creates: httpcore's pool rescans every connection for every queued request, so a long
 # queue inside it costs quadratic CPU; callers queue on a semaphore of this size instead.
 CREATE_CONNECTIONS = 8
+URL_CACHE_SIZE = 16  # distinct URLs sent through `get_direct` (in practice one: BING_CREATE_URL)
 _TITLE = re.compile(rb"<title>([^<]{0,80})", re.IGNORECASE)
 
 
@@ -110,6 +111,7 @@ class UpstreamHttp(httpx.AsyncClient):
         self._lean = lean
         self._lean_prefixes = tuple(f"{origin}/" for origin in lean_origins)
         self._timeouts = self.timeout.as_dict()
+        self._urls: dict[str, httpx.URL] = {}  # parsed once: the create URL is the same every time
 
     async def get_direct(self, url: str, headers: Mapping[str, str]) -> httpx.Response:
         """`get(url, headers=headers)`, read, with the lean transport taking the request straight
@@ -120,7 +122,12 @@ class UpstreamHttp(httpx.AsyncClient):
             return await self.get(url, headers=headers)
         merged = httpx.Headers(self.headers)
         merged.update(headers)
-        request = httpx.Request("GET", url, headers=merged, extensions={"timeout": self._timeouts})
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        request = httpx.Request("GET", parsed, headers=merged, extensions={"timeout": self._timeouts})
         response = await self._lean.handle_async_request(request)
         response.request = request
         try:

@@ -16,8 +16,8 @@ from utils.settings import Settings
 class ServerThread:
     """`with ServerThread(settings) as base_url:` serves the app until the block ends."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
+    def __init__(self, settings: Settings, *, own_process: bool = False) -> None:
+        self.app = create_app(settings, own_process=own_process)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="service", daemon=True)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from apis import __version__
+from apis.chat_route import ChatFastPath
 from apis.errors import CatchAll, install_error_handlers
 from apis.health import HealthRecord
 from apis.images import images_router
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
         app.include_router(images_router, prefix=prefix, include_in_schema=prefix == "/v1")
     app.include_router(service_router)
     install_operator_views(app)  # the page at /, /status, /metrics (apis/operator.py)
+    app.add_middleware(ChatFastPath, prefixes=PREFIXES)  # innermost: plain chat requests (apis/chat_route.py)
     app.add_middleware(CatchAll)
     app.add_middleware(Draining, settings=settings)  # SHUTDOWN_GRACE_SECONDS, then 503 (apis/shutdown.py)
     app.add_middleware(RequestLimits, settings=settings)  # 413 and this service's 429 (apis/limits.py)

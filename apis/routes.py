@@ -29,7 +29,15 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @openai_router.post("/chat/completions", response_model=None)
 async def create_chat_completion(body: ChatRequest, request: Request) -> Response:
-    """OpenAI chat completions over one upstream turn; errors before the first byte get real statuses."""
+    """OpenAI chat completions over one upstream turn; errors before the first byte get real statuses.
+
+    This route documents the endpoint and serves the requests `apis/chat_route.py` passes on (bodies
+    that are not plain valid JSON requests); well-formed ones are answered there, by `answer_chat` too."""
+    return await answer_chat(body, request)
+
+
+async def answer_chat(body: ChatRequest, request: Request) -> Response:
+    """The answer to a validated chat completion request, from whichever route took it."""
     check_supported(body)
     upstream: Upstream = request.app.state.upstream
     messages = [message.model_dump() for message in body.messages]

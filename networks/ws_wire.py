@@ -440,7 +440,7 @@ class WireSocket(asyncio.Protocol):
     def _frame(self, b0: int, payload: bytes) -> bool:
         """Handle one frame; False when the connection failed (stop parsing)."""
         opcode = b0 & 0x0F
-        if opcode == OP_TEXT or opcode == OP_BINARY:
+        if OP_TEXT <= opcode <= OP_BINARY:
             if self._fragments is not None or b0 & 0x70 & ~self._rsv_allowed:
                 return self._fail(1002)
             if not b0 & 0x80:

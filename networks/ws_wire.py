@@ -23,6 +23,7 @@ import os
 import ssl
 import struct
 import zlib
+from typing import cast
 from urllib.parse import urlsplit
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -326,9 +327,8 @@ class WireSocket(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(self._request)
+        self._transport = cast(asyncio.Transport, transport)  # (uvloop's are not subclasses)
+        self._transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         if not self.upgraded.done():

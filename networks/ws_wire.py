@@ -238,6 +238,7 @@ class WireSocket(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._head = bytearray()  # the upgrade answer while it arrives
+        self._upgrading = True  # until the 101 head has been read (or the upgrade failed)
         self._buf = bytearray()  # received bytes not yet parsed into whole frames
         self._messages: collections.deque[bytes] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None  # a `recv` waiting for a message
@@ -331,7 +332,7 @@ class WireSocket(asyncio.Protocol):
         self._transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
-        if not self.upgraded.done():
+        if self._upgrading:
             self._head += data
             end = self._head.find(b"\r\n\r\n")
             if end < 0:
@@ -348,6 +349,9 @@ class WireSocket(asyncio.Protocol):
                 self._fail_upgrade(exc)
                 return
             self._head = bytearray()
+            self._upgrading = False
+            if self.upgraded.done():  # open_wire gave up (timeout) as the answer came
+                return
             self.upgraded.set_result(None)
             if not data:
                 return
@@ -400,6 +404,8 @@ class WireSocket(asyncio.Protocol):
             self._flush_mode = zlib.Z_FULL_FLUSH
 
     def _fail_upgrade(self, exc: Exception) -> None:
+        self._upgrading = False
+        self._code = 1006  # nothing after a failed upgrade is read as frames
         if not self.upgraded.done():
             self.upgraded.set_exception(exc)
         self.abort()

@@ -136,7 +136,7 @@ def accept_key(key: bytes) -> str:
 
 
 class Deflate:
-    """The negotiated permessage-deflate parameters."""
+    """The negotiated permessage-deflate parameters (the defaults: what absent parameters mean)."""
 
     def __init__(self) -> None:
         self.server_no_context_takeover = False
@@ -255,7 +255,7 @@ class WireSocket(asyncio.Protocol):
         self._rsv_allowed = 0  # RSV bits a data frame may carry (RSV1 once deflate is negotiated)
         self._inflater: zlib._Decompress | None = None
         self._deflater: zlib._Compress | None = None
-        self._deflate: Deflate | None = None
+        self.deflate: Deflate | None = None  # the negotiated permessage-deflate parameters
         self._flush_mode = zlib.Z_SYNC_FLUSH
 
     # -- the public side ------------------------------------------------------------------------
@@ -392,7 +392,7 @@ class WireSocket(asyncio.Protocol):
 
     def _setup(self, deflate: Deflate | None) -> None:
         """Make the compressor and decompressor the negotiated parameters call for."""
-        self._deflate = deflate
+        self.deflate = deflate
         if deflate is None:
             return
         self._rsv_allowed = 0x40
@@ -477,13 +477,14 @@ class WireSocket(asyncio.Protocol):
         """Queue one complete data message (inflated if it was compressed)."""
         if compressed:
             inflater = self._inflater
-            assert inflater is not None and self._deflate is not None
+            assert inflater is not None
+            # One inflater serves every message, server_no_context_takeover or not: a server that
+            # forgets its history between messages never refers back to it, so keeping ours is
+            # always correct and saves a new inflater (and its window) per message.
             try:
                 payload = inflater.decompress(payload + TAIL)
             except zlib.error:
                 return self._fail(1007)
-            if self._deflate.server_no_context_takeover:
-                self._inflater = zlib.decompressobj(-self._deflate.server_max_window_bits)
         messages = self._messages
         messages.append(payload)
         waiter = self._waiter

@@ -96,6 +96,18 @@ def test_echo_many_messages_with_each_deflate_variant(variant: str) -> None:
         async with ws_server(handler, DEFLATE_VARIANTS[variant]) as url:
             sock = await wire(url)
             assert sock.open
+            deflate = sock.deflate
+            if variant == "plain":
+                assert deflate is None
+            else:
+                assert deflate is not None
+                negotiated = (deflate.server_no_context_takeover, deflate.client_no_context_takeover,
+                              deflate.server_max_window_bits, deflate.client_max_window_bits)
+                assert negotiated == {
+                    "deflate": (False, False, 15, 15),
+                    "no-context-takeover": (True, True, 15, 15),
+                    "window-bits": (False, False, 10, 9),
+                }[variant]
             for i in range(60):
                 text = f'{{"type":1,"n":{i},"text":"the same words again and again"}}\x1e'
                 await sock.send_text(text)

@@ -24,7 +24,9 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.http11 import Request, Response
 
+from networks.chathub_ws import HANDSHAKE, RS, ChatHubSocket
 from networks.ws_wire import (
     WireClosed,
     WireHandshakeError,
@@ -33,6 +35,14 @@ from networks.ws_wire import (
     open_wire,
 )
 from tests.integration.test_lean_transport import self_signed
+from utils.errors import (
+    UpstreamAuthFailed,
+    UpstreamBadResponse,
+    UpstreamClosed,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WsHandler = Callable[[ServerConnection], Awaitable[None]]
@@ -652,3 +662,116 @@ def socket_bound() -> Any:
         yield sock.getsockname()[1]
     finally:
         sock.close()
+
+
+# --- ChatHubSocket on either client: the same behaviour and the same errors --------------------
+
+
+BACKENDS = ["lean", "websockets"]
+
+
+async def signalr_hub(ws: ServerConnection) -> None:
+    """A tiny hub: accepts the handshake, answers each record with two messages, `close` closes."""
+    assert await ws.recv() == HANDSHAKE
+    await ws.send("{}" + RS)
+    async for message in ws:
+        assert isinstance(message, str)
+        if message.endswith('"close"}' + RS):
+            await ws.close(1011, "hub failure")
+            return
+        await ws.send(f'{{"type":1,"echo":{len(message)}}}' + RS)
+        await ws.send('{"type":3}' + RS)
+
+
+def refuse_some(connection: ServerConnection, request: Request) -> Response | None:
+    """Upgrade refusals by path: /401 and /429."""
+    if request.path.startswith("/4"):
+        return connection.respond(int(request.path[1:4]), "refused\n")
+    return None
+
+
+def hub_socket(url: str, backend: str, **kw: Any) -> ChatHubSocket:
+    return ChatHubSocket(url, {"Cookie": "k=v"}, proxy=None, open_timeout=kw.pop("open_timeout", 2.0),
+                         lean=backend == "lean", **kw)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chathub_socket_turn_on_either_client(backend: str) -> None:
+    async def go() -> None:
+        async with serve(signalr_hub, "127.0.0.1", 0, process_request=refuse_some) as server:
+            url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/hub"
+            socket = hub_socket(url, backend)
+            async with socket:
+                wire_type = type(socket._ws).__name__
+                assert wire_type == ("WireSocket" if backend == "lean" else "LibWire")
+                assert socket.is_open()
+                await socket.send('{"type":4}' + RS)
+                # the greeting record went with the first message: 11 + 11 characters
+                assert await socket.recv(2) == b'{"type":1,"echo":22}' + RS.encode()
+                await asyncio.sleep(0.02)
+                assert socket.buffered()
+                assert await socket.recv(2) == b'{"type":3}' + RS.encode()
+                assert not socket.buffered()
+                assert await socket.recv(0.05) is None  # the deadline: None, and the socket lives on
+                await socket.send('{"type":4,"target":"close"}' + RS)
+                with pytest.raises(UpstreamClosed, match=r"code 1011"):
+                    await socket.recv(2)
+                assert not socket.is_open()
+                with pytest.raises(UpstreamClosed, match=r"code 1011"):
+                    await socket.send('{"type":6}' + RS)
+            assert not socket.is_open()
+
+    run(go())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [("/401", UpstreamAuthFailed), ("/429", UpstreamRateLimited), ("/hub", None)],
+)
+def test_chathub_socket_upgrade_errors_map_the_same(backend: str, path: str, error: type | None) -> None:
+    async def go() -> None:
+        async with serve(signalr_hub, "127.0.0.1", 0, process_request=refuse_some) as server:
+            url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}{path}"
+            if error is None:
+                async with hub_socket(url, backend) as socket:
+                    assert socket.is_open()
+                assert not socket.is_open()
+                return
+            with pytest.raises(error):
+                async with hub_socket(url, backend):
+                    pass
+
+    run(go())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chathub_socket_open_failures_map_the_same(backend: str) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str) -> None:
+        await reader.read()
+
+    async def wrong_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str) -> None:
+        writer.write(switching("not-the-key-not-the-key="))
+        await writer.drain()
+        await reader.read()
+
+    async def go() -> None:
+        async with Raw(silent) as url:
+            with pytest.raises(UpstreamTimeout):
+                async with hub_socket(url, backend, open_timeout=0.2):
+                    pass
+        async with Raw(wrong_accept) as url:
+            with pytest.raises(UpstreamBadResponse):
+                async with hub_socket(url, backend):
+                    pass
+        with socket_bound() as port, pytest.raises(UpstreamUnreachable):
+            async with hub_socket(f"ws://127.0.0.1:{port}/", backend):
+                pass
+
+    run(go())
+
+
+def test_a_proxy_always_uses_the_websockets_client() -> None:
+    assert hub_socket("ws://127.0.0.1:1/", "lean")._lean
+    proxied = ChatHubSocket("ws://127.0.0.1:1/", {}, proxy="http://127.0.0.1:3128", open_timeout=1, lean=True)
+    assert not proxied._lean

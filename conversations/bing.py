@@ -95,6 +95,7 @@ def chathub_socket(settings: Settings, session: SessionIds, cookies: str) -> Cha
         proxy=pick_proxy(settings.bing_chathub_url, settings),
         open_timeout=settings.connect_timeout,
         compression=settings.bing_ws_compression,
+        lean=settings.lean_ws,
     )
 
 

@@ -111,6 +111,7 @@ def copilot_socket(settings: Settings, account: Account | None, session: Copilot
         origin=settings.copilot_url.rstrip("/"),
         upstream_name="Copilot",
         signalr=False,
+        lean=settings.lean_ws,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from types import TracebackType
+from typing import Protocol
 from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -13,6 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 
 from networks.headers import ORIGIN, USER_AGENT
+from networks.ws_wire import WireClosed, WireHandshakeError, WireStatusError, open_wire
 from utils.errors import (
     UpstreamAuthFailed,
     UpstreamBadResponse,
@@ -41,8 +43,69 @@ def chathub_url(base: str, access_token: str) -> str:
     return f"{base}{separator}sec_access_token={quote(access_token, safe='')}"
 
 
+class Wire(Protocol):
+    """What ChatHubSocket needs of a websocket connection: `networks.ws_wire.WireSocket` (the lean
+    client) has it natively, `LibWire` over the websockets library. Both raise WireClosed."""
+
+    @property
+    def open(self) -> bool: ...
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def recv(self) -> bytes: ...
+
+    def buffered(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class LibWire:
+    """The websockets library's connection as a Wire (used when a proxy applies, or LEAN_WS=0)."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+
+    @property
+    def open(self) -> bool:
+        return self._ws.state is State.OPEN
+
+    async def send_text(self, text: str) -> None:
+        try:
+            await self._ws.send(text)
+        except ConnectionClosed as exc:
+            raise WireClosed(close_code(exc)) from exc
+
+    async def recv(self) -> bytes:
+        # Cancelling it loses nothing (websockets keeps the frames queued).
+        try:
+            return await self._ws.recv(decode=False)
+        except ConnectionClosed as exc:
+            raise WireClosed(close_code(exc)) from exc
+
+    def buffered(self) -> bool:
+        """Whether a frame has already arrived (websockets' receive queue)."""
+        queue = getattr(getattr(self._ws, "recv_messages", None), "frames", None)
+        return queue is not None and len(queue) > 0
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+    def abort(self) -> None:
+        self._ws.transport.abort()
+
+
+def close_code(exc: ConnectionClosed) -> int:
+    """The peer's close code, as the lean client reports it (1006: no close frame came)."""
+    return exc.rcvd.code if exc.rcvd is not None else 1006
+
+
 class ChatHubSocket:
-    """One websocket for one turn; `async with` opens it (with the handshake) and closes it."""
+    """One websocket for one turn; `async with` opens it (with the handshake) and closes it.
+
+    With `lean` (LEAN_WS) and no proxy it runs on the service's own websocket client
+    (networks/ws_wire.py), else on the websockets library; both behave the same to callers."""
 
     def __init__(
         self,
@@ -55,11 +118,12 @@ class ChatHubSocket:
         origin: str = ORIGIN,
         upstream_name: str = "Bing",
         signalr: bool = True,
+        lean: bool = False,
     ) -> None:
         self._url, self._headers, self._proxy, self._open_timeout = url, headers, proxy, open_timeout
-        self._compression = "deflate" if compression else None
+        self._compression, self._lean = compression, lean and proxy is None
         self._origin, self._name, self._signalr = origin, upstream_name, signalr
-        self._ws: ClientConnection | None = None
+        self._ws: Wire | None = None
         self._greeting = ""  # the initial type 6 record, sent with the first message after the handshake
         self._released = False  # closed (or being closed) by its owner
         self._deadline = 0.0  # loop time when the `recv` in progress gives up
@@ -78,7 +142,7 @@ class ChatHubSocket:
             await self._handshake(self._ws)
         except BaseException:
             self._release()
-            self._ws.transport.abort()
+            self._ws.abort()
             raise
         return self
 
@@ -93,10 +157,10 @@ class ChatHubSocket:
                 async with asyncio.timeout(2):  # (no helper task, unlike wait_for)
                     await self._ws.close()
             except (TimeoutError, OSError):
-                self._ws.transport.abort()
+                self._ws.abort()
         else:
             # Cancelled (the client left) or failed: drop the connection at once, without awaiting.
-            self._ws.transport.abort()
+            self._ws.abort()
 
     def _release(self) -> None:
         """Count the socket as closed, once."""
@@ -108,7 +172,7 @@ class ChatHubSocket:
 
     def is_open(self) -> bool:
         """Whether the socket is open and no close has begun."""
-        return self._ws is not None and self._ws.state is State.OPEN
+        return self._ws is not None and self._ws.open
 
     async def send(self, text: str) -> None:
         """Send one websocket text message (the first carries the initial ping record too: SignalR
@@ -117,21 +181,20 @@ class ChatHubSocket:
         if self._greeting:
             text, self._greeting = self._greeting + text, ""
         try:
-            await self._ws.send(text)
-        except ConnectionClosed as exc:
-            raise closed_error(exc, self._name) from exc
+            await self._ws.send_text(text)
+        except WireClosed as exc:
+            raise closed_error(exc.code, self._name) from exc
 
     def buffered(self) -> bool:
-        """Whether a frame has already arrived, so `recv` will not wait (websockets' receive queue)."""
-        queue = getattr(getattr(self._ws, "recv_messages", None), "frames", None)
-        return queue is not None and len(queue) > 0
+        """Whether a message has already arrived, so `recv` will not wait."""
+        return self._ws is not None and self._ws.buffered()
 
     async def recv(self, timeout: float) -> bytes | None:
         """The next message as raw bytes (undecoded: cheaper), or None after `timeout` seconds of none.
 
         The deadline lives in one timer per socket, re-armed only when it fires early or must move
         earlier, rather than an `asyncio.Timeout` per message: a frame that comes in time costs a
-        float store. When it expires it cancels the wait (websockets allows that without losing data).
+        float store. When it expires it cancels the wait (both clients allow that without losing data).
         """
         assert self._ws is not None
         loop = asyncio.get_running_loop()
@@ -143,15 +206,15 @@ class ChatHubSocket:
             self._timer = loop.call_at(deadline, self._on_deadline)
         reader = self._reader = asyncio.current_task()
         try:
-            return await self._ws.recv(decode=False)
+            return await self._ws.recv()
         except asyncio.CancelledError:
             if self._timed_out and reader is not None:
                 self._timed_out = False
                 if reader.uncancel() == 0:  # only our deadline cancelled it
                     return None
             raise
-        except ConnectionClosed as exc:
-            raise closed_error(exc, self._name) from exc
+        except WireClosed as exc:
+            raise closed_error(exc.code, self._name) from exc
         finally:
             self._reader = None
 
@@ -168,29 +231,40 @@ class ChatHubSocket:
         self._timed_out = True
         reader.cancel()
 
-    async def _connect(self) -> ClientConnection:
+    async def _connect(self) -> Wire:
         try:
-            return await connect(
+            if self._lean:
+                return await open_wire(
+                    self._url,
+                    self._headers,
+                    origin=self._origin,
+                    user_agent=USER_AGENT,
+                    compression=self._compression,
+                    open_timeout=self._open_timeout,
+                )
+            return LibWire(await connect(
                 self._url,
                 additional_headers=self._headers,
                 origin=self._origin,  # type: ignore[arg-type]
                 user_agent_header=USER_AGENT,
                 proxy=self._proxy,
                 open_timeout=self._open_timeout,
-                compression=self._compression,
+                compression="deflate" if self._compression else None,
                 ping_interval=None,  # SignalR keeps itself alive with type 6 records (and Copilot
                 # answers within the idle deadline)
                 max_size=None,  # final frames can be large
                 close_timeout=2,
                 logger=WS_LOG,
-            )
+            ))
         except InvalidStatus as exc:
             raise upgrade_error(exc.response.status_code, self._name) from exc
+        except WireStatusError as exc:
+            raise upgrade_error(exc.status, self._name) from exc
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"Opening the {self._name} websocket took longer than {self._open_timeout:g} s."
             ) from exc
-        except InvalidHandshake as exc:
+        except (InvalidHandshake, WireHandshakeError) as exc:
             raise UpstreamBadResponse(
                 f"{self._name}'s websocket upgrade failed ({type(exc).__name__})."
             ) from exc
@@ -199,16 +273,16 @@ class ChatHubSocket:
                 f"Could not reach {self._name}'s websocket ({type(exc).__name__})."
             ) from exc
 
-    async def _handshake(self, ws: ClientConnection) -> None:
-        await ws.send(HANDSHAKE)
+    async def _handshake(self, ws: Wire) -> None:
         try:
+            await ws.send_text(HANDSHAKE)
             async with asyncio.timeout(self._open_timeout):
                 reply = await ws.recv()
         except TimeoutError as exc:
             raise UpstreamTimeout("Bing did not answer the websocket handshake.") from exc
-        except ConnectionClosed as exc:
-            raise closed_error(exc) from exc
-        error = handshake_error(reply if isinstance(reply, str) else reply.decode("utf-8", "replace"))
+        except WireClosed as exc:
+            raise closed_error(exc.code) from exc
+        error = handshake_error(reply.decode("utf-8", "replace"))
         if error:
             raise UpstreamClosed(f"Bing refused the websocket handshake: {error}.")
         self._greeting = PING
@@ -236,7 +310,6 @@ def upgrade_error(status: int, name: str = "Bing") -> UpstreamError:
     return UpstreamBadResponse(f"{name} refused the websocket upgrade with HTTP {status}.")
 
 
-def closed_error(exc: ConnectionClosed, name: str = "Bing") -> UpstreamClosed:
-    """The error for a socket that closed before the turn ended."""
-    code = exc.rcvd.code if exc.rcvd is not None else 1006
+def closed_error(code: int, name: str = "Bing") -> UpstreamClosed:
+    """The error for a socket that closed (with close `code`) before the turn ended."""
     return UpstreamClosed(f"{name} closed the websocket before the answer was complete (code {code}).")

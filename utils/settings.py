@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Create (and Copilot start) on the service's lean HTTP/1.1 transport; 0 uses httpx's default
     # one. Ignored when an outbound proxy is configured (the proxy path always uses httpx's own).
     lean_http: bool = True
+    # The ChatHub and Copilot websockets on the service's own lean client (networks/ws_wire.py); 0
+    # uses the websockets library. Ignored when an outbound proxy applies (websockets handles those).
+    lean_ws: bool = True
     # Upstream proxy: BING_PROXY wins; otherwise the usual environment variables apply.
     bing_proxy: Annotated[str | None, Field(repr=False)] = None
     https_proxy: Annotated[str | None, Field(repr=False)] = None

@@ -28,6 +28,7 @@ from websockets.http11 import Request, Response
 
 from networks.chathub_ws import HANDSHAKE, RS, ChatHubSocket
 from networks.ws_wire import (
+    COMPRESS_FROM,
     WireClosed,
     WireHandshakeError,
     WireSocket,
@@ -491,6 +492,35 @@ def test_frames_in_the_same_packet_as_the_101_head_are_delivered() -> None:
             sock.abort()
 
     run(go())
+
+
+def test_short_messages_go_uncompressed_and_long_ones_compressed() -> None:
+    seen: list[tuple[int, bytes]] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str) -> None:
+        writer.write(switching(key, "Sec-WebSocket-Extensions: permessage-deflate"))
+        await writer.drain()
+        inflater = zlib.decompressobj(-15)
+        for _ in range(3):
+            b0, payload = await read_client_frame(reader)
+            seen.append((b0, inflater.decompress(payload + b"\x00\x00\xff\xff") if b0 & 0x40 else payload))
+        await reader.read()
+
+    short, long = "x" * (COMPRESS_FROM - 1), '{"text": "' + "abc " * COMPRESS_FROM + '"}'
+
+    async def go() -> None:
+        async with Raw(script) as url:
+            sock = await wire(url)
+            await sock.send_text(short)
+            await sock.send_text(long)
+            await sock.send_text(short)  # after a compressed one: still plain
+            while len(seen) < 3:
+                await asyncio.sleep(0.005)
+            sock.abort()
+
+    run(go())
+    assert [b0 for b0, _ in seen] == [0x81, 0xC1, 0x81]  # RSV1 only on the long message
+    assert [payload.decode() for _, payload in seen] == [short, long, short]
 
 
 def compressed(text: bytes) -> bytes:

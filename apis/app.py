@@ -28,6 +28,7 @@ from conversations.shared_store import RedisStore
 from conversations.threads import ConversationStore, MemoryStore
 from conversations.turn import Upstream, start_warm_pool
 from networks.http_client import make_http_client
+from networks.ws_wire import finish_closes
 from utils.heap import settle_heap
 from utils.redis_client import SharedRedis
 from utils.settings import Settings, get_settings
@@ -145,6 +146,7 @@ async def stop_warm_pools(upstream: Upstream) -> None:
         if account.pool is not None:
             await account.pool.stop()
     await upstream.sockets.close_all()
+    await finish_closes()  # the clean closes of the last turns' sockets
     if isinstance(upstream.accounts, SharedAccountPool):
         await upstream.accounts.stop()
 

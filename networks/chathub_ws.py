@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 
 from networks.headers import ORIGIN, USER_AGENT
-from networks.ws_wire import WireClosed, WireHandshakeError, WireStatusError, open_wire
+from networks.ws_wire import WireClosed, WireHandshakeError, WireSocket, WireStatusError, open_wire
 from utils.errors import (
     UpstreamAuthFailed,
     UpstreamBadResponse,
@@ -153,6 +153,9 @@ class ChatHubSocket:
             return
         self._release()
         if kind is None or kind is GeneratorExit:
+            if isinstance(self._ws, WireSocket):  # the lean client finishes the handshake by itself
+                self._ws.close_soon()
+                return
             try:
                 async with asyncio.timeout(2):  # (no helper task, unlike wait_for)
                     await self._ws.close()

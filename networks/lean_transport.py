@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import httpx
 
 READ_CHUNK = 64 * 1024
+EAGER_BODY = 64 * 1024  # bodies up to this size are read with the head (a create answer is ~1 KB)
 HEAD_LIMIT = 256 * 1024  # response heads larger than this are refused (Bing's are a few KB)
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 NO_BODY_STATUSES = frozenset({204, 304})
@@ -65,11 +66,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         origin = _origin(request.url)
         head, body = _request_bytes(request), await _request_body(request)
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError as exc:
-            raise httpx.PoolTimeout("No connection slot became free in time.", request=request) from exc
+        if self._slots.locked():  # wait for a slot, no longer than the pool timeout
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError as exc:
+                raise httpx.PoolTimeout("No connection slot became free in time.", request=request) from exc
+        else:  # a free slot is taken at once (no deadline to arm)
+            await self._slots.acquire()
         try:
             return await self._exchange(request, origin, head + body, timeouts)
         except BaseException:
@@ -90,6 +94,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     head = await conn.reader.readuntil(b"\r\n\r\n")
                     while head[9:10] == b"1" and head[9:12] != b"101":  # 1xx interim heads: skip them
                         head = await conn.reader.readuntil(b"\r\n\r\n")
+                    answer = _parse_head(request, conn, head)
+                    if answer.framing.length is not None and 0 < answer.framing.length <= EAGER_BODY:
+                        # A small body is read now, under the same deadline as the head.
+                        answer.body = await _read_exactly(request, conn, answer.framing.length)
             except TimeoutError as exc:
                 conn.close()
                 raise httpx.ReadTimeout("The upstream did not answer in time.", request=request) from exc
@@ -106,7 +114,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             except BaseException:
                 conn.close()
                 raise
-            return self._response(request, origin, conn, head, timeouts.get("read"))
+            return self._response(request, origin, conn, answer, timeouts.get("read"))
 
     async def _checkout(
         self, request: httpx.Request, origin: Origin, connect_timeout: float | None
@@ -141,25 +149,19 @@ class LeanTransport(httpx.AsyncBaseTransport):
         request: httpx.Request,
         origin: Origin,
         conn: _Connection,
-        head: bytes,
+        answer: _Head,
         read_timeout: float | None,
     ) -> httpx.Response:
-        try:
-            status_line, *lines = head[:-4].split(b"\r\n")
-            version, status_text, *reason = status_line.split(b" ", 2)
-            status = _status(version, status_text)
-            headers = [_header(line) for line in lines if line]
-            framing = _framing(request.method, status, version, headers)
-        except ValueError as exc:
-            conn.close()
-            failure = "The response head could not be parsed."
-            raise httpx.RemoteProtocolError(failure, request=request) from exc
-        body = _Body(self, origin, conn, framing, read_timeout, request)
+        if answer.body is not None:  # read already: the connection is free for the next request
+            self._finished(origin, conn, answer.framing.keep_alive)
+            stream: httpx.AsyncByteStream = _Read(answer.body)
+        else:
+            stream = _Body(self, origin, conn, answer.framing, read_timeout, request)
         return httpx.Response(
-            status,
-            headers=headers,
-            stream=body,
-            extensions={"http_version": version, "reason_phrase": reason[0] if reason else b""},
+            answer.status,
+            headers=answer.headers,
+            stream=stream,
+            extensions={"http_version": answer.version, "reason_phrase": answer.reason},
         )
 
     def _finished(self, origin: Origin, conn: _Connection, keep: bool) -> None:
@@ -186,6 +188,51 @@ class _Framing:
     length: int | None
     chunked: bool
     keep_alive: bool
+
+
+@dataclass(slots=True)
+class _Head:
+    """A parsed response head, and its body when it was small enough to read with the head."""
+
+    version: bytes
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    framing: _Framing
+    body: bytes | None = None
+
+
+def _parse_head(request: httpx.Request, conn: _Connection, head: bytes) -> _Head:
+    """The head's parts; a malformed head closes the connection and is a RemoteProtocolError."""
+    try:
+        status_line, *lines = head[:-4].split(b"\r\n")
+        version, status_text, *reason = status_line.split(b" ", 2)
+        status = _status(version, status_text)
+        headers = [_header(line) for line in lines if line]
+        framing = _framing(request.method, status, version, headers)
+    except ValueError as exc:
+        conn.close()
+        raise httpx.RemoteProtocolError("The response head could not be parsed.", request=request) from exc
+    return _Head(version, status, reason[0] if reason else b"", headers, framing)
+
+
+async def _read_exactly(request: httpx.Request, conn: _Connection, size: int) -> bytes:
+    """`size` body bytes; a connection that ends first is a ReadError (never a retry: the head came)."""
+    try:
+        return await conn.reader.readexactly(size)
+    except asyncio.IncompleteReadError as exc:
+        conn.close()
+        raise httpx.ReadError("The answer was cut off (IncompleteReadError).", request=request) from exc
+
+
+class _Read(httpx.AsyncByteStream):
+    """A body read in full with its head."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._body
 
 
 class _Body(httpx.AsyncByteStream):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import hashlib
 import os
 import ssl
@@ -234,6 +235,19 @@ def frame(opcode_byte: int, payload: bytes) -> bytes:
     return head + mask_payload(payload)
 
 
+_CLOSING: set[WireSocket] = set()  # closes begun by `close_soon` and not finished yet
+
+
+async def finish_closes(timeout: float = CLOSE_GRACE + 1) -> None:
+    """Wait, at most `timeout` seconds, for every close begun by `close_soon` to finish (before a
+    loop stops: at shutdown, or at the end of a test's loop)."""
+    closing = [wire.close() for wire in list(_CLOSING)]
+    if closing:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*closing, return_exceptions=True)
+
+
 class WireSocket(asyncio.Protocol):
     """One client websocket connection (made by `open_wire`)."""
 
@@ -316,13 +330,23 @@ class WireSocket(asyncio.Protocol):
         the connection (the caller bounds the wait)."""
         if self._lost:
             return
+        self.close_soon()
+        if self._lost_waiter is None:
+            self._lost_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._lost_waiter)
+
+    def close_soon(self) -> None:
+        """Begin the closing handshake (a close frame 1000, unless one was sent) and return: the
+        server's close frame and its end of TCP are handled as they arrive, and the grace timer
+        closes the transport if the server does not end it within CLOSE_GRACE seconds. Until
+        then the socket is among those `finish_closes` waits for."""
+        if self._lost:
+            return
+        _CLOSING.add(self)
         if not self._close_sent and self._code is None:
             self._send_close(1000)
         self._resume_reading()  # the server's close frame must get through
         self._arm_grace()
-        if self._lost_waiter is None:
-            self._lost_waiter = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._lost_waiter)
 
     def abort(self) -> None:
         """Drop the connection now."""
@@ -370,6 +394,7 @@ class WireSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        _CLOSING.discard(self)
         if self._code is None:
             self._code = 1006
         if not self.upgraded.done():

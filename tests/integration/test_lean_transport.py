@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from networks.http_client import UpstreamHttp, hot_origins, make_http_client
-from networks.lean_transport import LeanTransport
+from networks.lean_transport import EAGER_BODY, LeanTransport
 from tests.integration.http_proxy import LoopbackProxy
 from utils.settings import Settings
 
@@ -572,10 +572,12 @@ def test_an_oversized_head_is_a_remote_protocol_error() -> None:
 
 
 def test_pool_exhausted_is_a_pool_timeout_and_frees_when_the_body_closes() -> None:
+    large = b"x" * (EAGER_BODY + 1)  # streamed, not read with the head: the body holds the slot
+
     async def go() -> None:
         transport = LeanTransport(max_connections=1)
         async with (
-            RawServer(answers(ok(b"held"), ok(b"next"))) as server,
+            RawServer(answers(ok(large), ok(b"next"))) as server,
             lean_client(transport, pool=0.05) as client,
         ):
             async with client.stream("GET", server.url) as held:
@@ -583,6 +585,35 @@ def test_pool_exhausted_is_a_pool_timeout_and_frees_when_the_body_closes() -> No
                 with pytest.raises(httpx.PoolTimeout):
                     await client.get(server.url)
             assert (await client.get(server.url)).content == b"next"
+
+    run(go())
+
+
+def test_a_small_body_is_read_with_its_head_and_frees_the_slot_at_once() -> None:
+    async def go() -> None:
+        transport = LeanTransport(max_connections=1)
+        async with (
+            RawServer(answers(ok(b"small"), ok(b"next"))) as server,
+            lean_client(transport, pool=0.05) as client,
+        ):
+            async with client.stream("GET", server.url) as unread:
+                assert (await client.get(server.url)).content == b"next"  # the slot was free
+                assert await unread.aread() == b"small"
+            assert server.connections == 1  # and the connection was parked for the second request
+
+    run(go())
+
+
+def test_a_small_body_cut_short_is_a_read_error_not_a_retry() -> None:
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+
+    async def go() -> None:
+        script = answers(ok(b"first"), (cut, "close"), ok(b"never"))
+        async with RawServer(script) as server, lean_client() as client:
+            assert (await client.get(server.url)).content == b"first"
+            with pytest.raises(httpx.ReadError):
+                await client.get(server.url)  # on the parked connection: the head came, so no retry
+            assert len(server.requests) == 2
 
     run(go())
 

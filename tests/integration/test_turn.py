@@ -14,6 +14,7 @@ from conversations.turn import Upstream, open_answer
 from emulator import BingEmulator
 from messagers.events import ContentDelta, Finished
 from networks.http_client import create_conversation, make_http_client
+from networks.ws_wire import finish_closes
 from tests.integration.http_proxy import LoopbackProxy
 from tests.servers import service_settings
 from utils.errors import UpstreamAuthFailed
@@ -35,7 +36,15 @@ async def answer_text(settings: Settings, prompt: str) -> tuple[str, Finished | 
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    """Run `coro`, then let the sockets' clean closes (which finish behind a turn) end."""
+
+    async def and_finish() -> Any:
+        try:
+            return await coro
+        finally:
+            await finish_closes()
+
+    return asyncio.run(and_finish())
 
 
 def test_a_whole_turn(emulator: BingEmulator) -> None:
@@ -175,8 +184,10 @@ def test_socket_waits_end_at_their_deadline_and_lose_nothing(emulator: BingEmula
             try:
                 await waiting
             except asyncio.CancelledError:
-                return got, True
-            return got, False
+                cancelled = True
+            else:
+                cancelled = False
+        return got, cancelled
 
     got, cancelled = run(turn())
     first = next(index for index, frame in enumerate(got) if frame is not None)

@@ -28,6 +28,7 @@ from websockets.http11 import Request, Response
 
 from networks.chathub_ws import HANDSHAKE, RS, ChatHubSocket
 from networks.ws_wire import (
+    CLOSE_GRACE,
     COMPRESS_FROM,
     WireClosed,
     WireHandshakeError,
@@ -240,6 +241,49 @@ def test_a_client_close_sends_1000_and_waits_for_the_server() -> None:
 
     run(go())
     assert codes == [1000]
+
+
+def test_close_soon_returns_at_once_and_the_handshake_completes_behind_it() -> None:
+    codes: list[int | None] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+        codes.append(ws.close_code)
+
+    async def go() -> None:
+        async with ws_server(handler) as url:
+            sock = await wire(url)
+            sock.close_soon()  # not awaited: the protocol's callbacks finish the close
+            assert not sock.open
+            with pytest.raises(WireClosed):
+                await sock.send_text("after close")
+            await asyncio.wait_for(sock.close(), 2)  # here only to see the connection end
+
+    run(go())
+    assert codes == [1000]
+
+
+def test_close_soon_cuts_a_server_that_never_ends_tcp() -> None:
+    frames: list[tuple[int, bytes]] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str) -> None:
+        writer.write(switching(key))
+        await writer.drain()
+        frames.append(await read_client_frame(reader))
+        writer.write(server_frame(0x88, frames[0][1]))  # echoes the close, then keeps TCP open
+        await writer.drain()
+        await reader.read()  # returns once the client gives up on the connection
+
+    async def go() -> None:
+        async with Raw(script) as url:
+            sock = await wire(url)
+            started = asyncio.get_running_loop().time()
+            sock.close_soon()
+            await asyncio.wait_for(sock.close(), CLOSE_GRACE + 1)
+            assert asyncio.get_running_loop().time() - started >= CLOSE_GRACE * 0.9
+
+    run(go())
+    assert frames == [(0x88, (1000).to_bytes(2, "big"))]
 
 
 def test_cancelling_a_waiting_recv_loses_no_message() -> None:

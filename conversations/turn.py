@@ -285,10 +285,8 @@ async def keep_thread(
     await upstream.store.put(key, replace(thread, turns=turns, limit=limit))
 
 
-async def run_attempt(
-    plan: TurnPlan, upstream: Upstream, thread: ChatThread
-) -> AsyncGenerator[AnswerEvent, None]:
-    """One attempt on `thread` through the model's upstream client; raises the turn's ProxyError."""
+def run_attempt(plan: TurnPlan, upstream: Upstream, thread: ChatThread) -> AsyncGenerator[AnswerEvent, None]:
+    """One attempt on `thread`: the model's upstream client's own event generator (handed on, not
+    wrapped: every layer costs each event a resumption); it raises the turn's ProxyError."""
     owner = upstream.accounts.get(thread.account)
-    async for event in client_for(plan.model).send_turn(plan, upstream, thread, owner):
-        yield event
+    return client_for(plan.model).send_turn(plan, upstream, thread, owner)

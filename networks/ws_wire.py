@@ -131,7 +131,10 @@ def upgrade_request(
     ]
     if compression:
         lines.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    for name, value in headers.items():
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            raise ValueError(f"a line break in the value of the {name!r} header")  # (value not echoed)
+        lines.append(f"{name}: {value}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 

@@ -35,6 +35,7 @@ from networks.ws_wire import (
     WireSocket,
     WireStatusError,
     open_wire,
+    upgrade_request,
 )
 from tests.integration.test_lean_transport import self_signed
 from utils.errors import (
@@ -519,6 +520,13 @@ def test_the_upgrade_request_on_the_wire() -> None:
         assert len(base64.b64decode(head.split("Sec-WebSocket-Key: ")[1].split("\r\n")[0])) == 16
 
     run(go())
+
+
+@pytest.mark.parametrize("headers", [{"Cookie": "_U=a\r\nX-Evil: 1"}, {"X-A\nB": "v"}])
+def test_a_line_break_in_a_header_is_refused_before_anything_is_sent(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError) as caught:
+        upgrade_request("/chat", "", "127.0.0.1", 80, False, b"k" * 24, "https://x", "UA", True, headers)
+    assert "_U=a" not in str(caught.value)  # the value (a cookie) is not echoed
 
 
 def test_frames_in_the_same_packet_as_the_101_head_are_delivered() -> None:

@@ -110,7 +110,8 @@ class RequestLimits:
             return
         settings = live_settings(scope, self.settings)
         limit = settings.max_body_bytes
-        if limit > 0 and declared_length(scope) > limit:
+        length = declared_length(scope)
+        if limit > 0 and length > limit:
             await send_error(scope, receive, send, too_large(limit))
             return
         if scope["method"] == "POST" and scope["path"].endswith(LIMITED_PATHS):
@@ -118,7 +119,9 @@ class RequestLimits:
             if refusal is not None:
                 await send_error(scope, receive, send, refusal)
                 return
-        if limit > 0 and scope["method"] in BODY_METHODS:
+        if limit > 0 and scope["method"] in BODY_METHODS and (length < 0 or is_chunked(scope)):
+            # Only a body without a length needs counting: the HTTP server delivers exactly
+            # Content-Length bytes, and that length was checked above.
             await CappedBody(self.app, limit)(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -177,6 +180,11 @@ def declared_length(scope: Scope) -> int:
             except ValueError:
                 return -1
     return -1
+
+
+def is_chunked(scope: Scope) -> bool:
+    """Whether the request declares a Transfer-Encoding (its body's length is then not known)."""
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
 def too_large(limit: int) -> PayloadTooLarge:

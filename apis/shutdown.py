@@ -99,7 +99,8 @@ class Guard:
     """One wait the drain may cut: nothing is armed until the drain begins (the common case costs a
     set insertion); then the wait's task is cancelled at the grace deadline, and the guard turns
     that cancellation into `ServerShuttingDown` (what `asyncio.Timeout` does, without a timer per
-    wait while the server is not stopping)."""
+    wait while the server is not stopping). One task may enter the same guard again and again,
+    one wait after another (a stream guards each of its waits with one guard)."""
 
     __slots__ = ("drain", "expired", "task", "timer")
 
@@ -113,7 +114,8 @@ class Guard:
         deadline = self.drain.deadline()
         if deadline is not None and deadline <= asyncio.get_running_loop().time():
             raise self.drain.error()
-        self.task = asyncio.current_task()
+        if self.task is None:
+            self.task = asyncio.current_task()
         self.drain.guards.add(self)
         if deadline is not None:
             self.expire_at(deadline)

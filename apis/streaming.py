@@ -118,10 +118,11 @@ async def sse_body(
     pending = encode_data(role_chunk(ctx))
     parts: list[str] = []
     thoughts: list[str] = []
+    guard = drain_guard()
     try:
         async with aclosing(answer.events()) as events:
             while True:
-                async with drain_guard():  # on shutdown, wait for Bing no longer than the grace
+                async with guard:  # on shutdown, wait for Bing no longer than the grace
                     event = await anext(events, None)
                 if event is None:
                     break

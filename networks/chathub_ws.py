@@ -124,6 +124,7 @@ class ChatHubSocket:
         self._compression, self._lean = compression, lean and proxy is None
         self._origin, self._name, self._signalr = origin, upstream_name, signalr
         self._ws: Wire | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._greeting = ""  # the initial type 6 record, sent with the first message after the handshake
         self._released = False  # closed (or being closed) by its owner
         self._deadline = 0.0  # loop time when the `recv` in progress gives up
@@ -199,17 +200,23 @@ class ChatHubSocket:
         earlier, rather than an `asyncio.Timeout` per message: a frame that comes in time costs a
         float store. When it expires it cancels the wait (both clients allow that without losing data).
         """
-        assert self._ws is not None
-        loop = asyncio.get_running_loop()
+        ws = self._ws
+        assert ws is not None
+        if ws.buffered():  # a message is waiting: no deadline to keep, no task to note
+            try:
+                return await ws.recv()
+            except WireClosed as exc:
+                raise closed_error(exc.code, self._name) from exc
+        loop = self._loop or self._bind_loop()
         deadline = self._deadline = loop.time() + max(timeout, 0)
         timer = self._timer
         if timer is None or timer.when() > deadline:
             if timer is not None:
                 timer.cancel()
             self._timer = loop.call_at(deadline, self._on_deadline)
-        reader = self._reader = asyncio.current_task()
+        reader = self._reader = asyncio.current_task(loop)
         try:
-            return await self._ws.recv()
+            return await ws.recv()
         except asyncio.CancelledError:
             if self._timed_out and reader is not None:
                 self._timed_out = False
@@ -221,13 +228,18 @@ class ChatHubSocket:
         finally:
             self._reader = None
 
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        """The socket's event loop, asked once (in 3.11 each ask is a getpid system call)."""
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
     def _on_deadline(self) -> None:
         """The timer: cut the wait in progress if its deadline has passed, else re-arm for it."""
         self._timer = None
         reader = self._reader
         if reader is None:
             return  # nobody waits; the next `recv` arms the timer again
-        loop = asyncio.get_running_loop()
+        loop = self._loop or self._bind_loop()
         if loop.time() < self._deadline:
             self._timer = loop.call_at(self._deadline, self._on_deadline)
             return

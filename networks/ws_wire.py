@@ -257,7 +257,8 @@ class WireSocket(asyncio.Protocol):
     def __init__(self, request: bytes, key: bytes, offered: bool) -> None:
         self._request, self._key, self._offered = request, key, offered
         self._transport: asyncio.Transport | None = None
-        self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()  # (asked once: in 3.11 each ask is a getpid call)
+        self.upgraded: asyncio.Future[None] = self._loop.create_future()
         self._head = bytearray()  # the upgrade answer while it arrives
         self._upgrading = True  # until the 101 head has been read (or the upgrade failed)
         self._buf = bytearray()  # received bytes not yet parsed into whole frames
@@ -318,7 +319,7 @@ class WireSocket(asyncio.Protocol):
                 raise WireClosed(self._code)
             if self._lost:
                 raise WireClosed(self._closed_code())
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            waiter = self._waiter = self._loop.create_future()
             try:
                 await waiter
             finally:
@@ -335,7 +336,7 @@ class WireSocket(asyncio.Protocol):
             return
         self.close_soon()
         if self._lost_waiter is None:
-            self._lost_waiter = asyncio.get_running_loop().create_future()
+            self._lost_waiter = self._loop.create_future()
         await asyncio.shield(self._lost_waiter)
 
     def close_soon(self) -> None:
@@ -563,7 +564,7 @@ class WireSocket(asyncio.Protocol):
     def _arm_grace(self) -> None:
         """Close the transport ourselves if the server does not end TCP soon."""
         if self._grace is None and not self._lost:
-            self._grace = asyncio.get_running_loop().call_later(CLOSE_GRACE, self._end_grace)
+            self._grace = self._loop.call_later(CLOSE_GRACE, self._end_grace)
 
     def _end_grace(self) -> None:
         self._grace = None
@@ -589,7 +590,7 @@ class WireSocket(asyncio.Protocol):
         if self._lost:
             raise WireClosed(self._closed_code())
         if self._drain_waiter is None or self._drain_waiter.done():
-            self._drain_waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiter = self._loop.create_future()
         await self._drain_waiter
         if self._lost:
             raise WireClosed(self._closed_code())

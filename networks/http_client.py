@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from networks.headers import create_headers
+from networks.headers import create_headers, fresh_create_headers, stable_create_headers
 from networks.lean_transport import LeanTransport
 from utils.errors import (
     UpstreamAuthFailed,
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # Concurrent creates: httpcore's pool rescans every connection for every queued request, so a long
 # queue inside it costs quadratic CPU; callers queue on a semaphore of this size instead.
 CREATE_CONNECTIONS = 8
+HeaderPairs = tuple[tuple[str, str], ...]
+MERGED_CACHE_SIZE = 64  # accounts' header sets kept merged (more are merged again as needed)
 URL_CACHE_SIZE = 16  # distinct URLs sent through `get_direct` (in practice one: BING_CREATE_URL)
 _TITLE = re.compile(rb"<title>([^<]{0,80})", re.IGNORECASE)
 
@@ -112,16 +114,27 @@ class UpstreamHttp(httpx.AsyncClient):
         self._lean_prefixes = tuple(f"{origin}/" for origin in lean_origins)
         self._timeouts = self.timeout.as_dict()
         self._urls: dict[str, httpx.URL] = {}  # parsed once: the create URL is the same every time
+        self._merged: dict[HeaderPairs, httpx.Headers] = {}  # per account: with the client's own
 
-    async def get_direct(self, url: str, headers: Mapping[str, str]) -> httpx.Response:
-        """`get(url, headers=headers)`, read, with the lean transport taking the request straight
-        when it serves `url`. The client's own layers would do nothing there (this client has no
-        auth, follows no redirect, keeps no cookie) but cost a fifth of a millisecond, on the path
-        of every request that creates a conversation."""
+    async def get_direct(
+        self, url: str, headers: HeaderPairs, fresh: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        """`get(url, headers=headers + fresh)`, read, with the lean transport taking the request
+        straight when it serves `url`. The client's own layers would do nothing there (this client
+        has no auth, follows no redirect, keeps no cookie) but cost a fifth of a millisecond, on the
+        path of every request that creates a conversation. `headers` (the same for an account) are
+        merged with the client's own once and kept; `fresh` ones are added on each call."""
         if self._lean is None or not url.startswith(self._lean_prefixes):
-            return await self.get(url, headers=headers)
-        merged = httpx.Headers(self.headers)
-        merged.update(headers)
+            return await self.get(url, headers=[*headers, *(fresh or {}).items()])
+        merged = self._merged.get(headers)
+        if merged is None:
+            if len(self._merged) >= MERGED_CACHE_SIZE:
+                self._merged.clear()
+            merged = self._merged[headers] = httpx.Headers(self.headers)
+            merged.update(dict(headers))
+        if fresh:
+            merged = merged.copy()
+            merged.update(fresh)
         parsed = self._urls.get(url)
         if parsed is None:
             if len(self._urls) >= URL_CACHE_SIZE:
@@ -151,13 +164,13 @@ _NEVER_KEPT = _NeverKept()
 
 async def create_conversation(http: httpx.AsyncClient, settings: Settings, cookies: str) -> SessionIds:
     """Create a Bing conversation for the account `cookies`; raises an `UpstreamError` on any failure."""
-    headers = create_headers(cookies, settings.bing_locale)
     try:
         url = settings.bing_create_url
         if isinstance(http, UpstreamHttp):
-            response = await http.get_direct(url, headers)
+            stable = stable_create_headers(cookies, settings.bing_locale)
+            response = await http.get_direct(url, stable, fresh_create_headers())
         else:
-            response = await http.get(url, headers=headers)
+            response = await http.get(url, headers=create_headers(cookies, settings.bing_locale))
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(
             f"Creating a Bing conversation took longer than {settings.create_timeout:g} s."

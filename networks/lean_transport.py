@@ -152,17 +152,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
         answer: _Head,
         read_timeout: float | None,
     ) -> httpx.Response:
+        extensions = {"http_version": answer.version, "reason_phrase": answer.reason}
         if answer.body is not None:  # read already: the connection is free for the next request
             self._finished(origin, conn, answer.framing.keep_alive)
-            stream: httpx.AsyncByteStream = _Read(answer.body)
-        else:
-            stream = _Body(self, origin, conn, answer.framing, read_timeout, request)
-        return httpx.Response(
-            answer.status,
-            headers=answer.headers,
-            stream=stream,
-            extensions={"http_version": answer.version, "reason_phrase": answer.reason},
-        )
+            # Given as content, httpx decodes it at once (content encodings included), and the
+            # caller's `aread` has nothing left to do.
+            return httpx.Response(
+                answer.status, headers=answer.headers, content=answer.body, extensions=extensions
+            )
+        stream = _Body(self, origin, conn, answer.framing, read_timeout, request)
+        return httpx.Response(answer.status, headers=answer.headers, stream=stream, extensions=extensions)
 
     def _finished(self, origin: Origin, conn: _Connection, keep: bool) -> None:
         """A response body was read to its end (`keep`) or abandoned: park or close, free the slot."""
@@ -223,16 +222,6 @@ async def _read_exactly(request: httpx.Request, conn: _Connection, size: int) ->
     except asyncio.IncompleteReadError as exc:
         conn.close()
         raise httpx.ReadError("The answer was cut off (IncompleteReadError).", request=request) from exc
-
-
-class _Read(httpx.AsyncByteStream):
-    """A body read in full with its head."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self._body
 
 
 class _Body(httpx.AsyncByteStream):

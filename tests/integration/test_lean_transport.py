@@ -840,16 +840,17 @@ def test_get_direct_sends_what_get_sends_and_falls_back_off_the_hot_origins() ->
             create_url = server.url + "/turing/conversation/create?x=1"
             async with make_http_client(settings(bing_create_url=create_url)) as client:
                 assert isinstance(client, UpstreamHttp)
-                direct = await client.get_direct(create_url, headers)
-                via_client = await client.get(create_url, headers=headers)
+                direct = await client.get_direct(create_url, tuple(headers.items()), {"x-fresh": "1"})
+                via_client = await client.get(create_url, headers={**headers, "x-fresh": "1"})
                 assert (direct.content, via_client.content) == (b"a", b"b")
                 assert direct.status_code == 200 and direct.request.url == httpx.URL(create_url)
-                elsewhere = await client.get_direct(server.url.replace("127.0.0.1", "localhost") + "/", {})
+                elsewhere = await client.get_direct(server.url.replace("127.0.0.1", "localhost") + "/", ())
                 assert elsewhere.content == b"c"  # not a hot origin: through the client's own path
             first, second, third = server.requests
             target = ("GET", "/turing/conversation/create?x=1")
             assert (first.method, first.target) == (second.method, second.target) == target
             assert first.headers == second.headers and first.headers["cookie"] == "_U=mine"
+            assert first.headers["x-fresh"] == "1"
             assert "cookie" not in third.headers
             assert server.connections == 2  # the hot origin's two requests shared one connection
 
@@ -863,13 +864,13 @@ def test_get_direct_failures_are_httpx_errors() -> None:
             async with make_http_client(settings(bing_create_url=create_url, create_timeout=0.2)) as client:
                 assert isinstance(client, UpstreamHttp)
                 with pytest.raises(httpx.ReadTimeout):
-                    await client.get_direct(create_url, {})
+                    await client.get_direct(create_url, ())
             port = free_port()
             dead = f"http://127.0.0.1:{port}/turing/conversation/create"
             async with make_http_client(settings(bing_create_url=dead)) as client:
                 assert isinstance(client, UpstreamHttp)
                 with pytest.raises(httpx.ConnectError):
-                    await client.get_direct(dead, {})
+                    await client.get_direct(dead, ())
 
     run(go())
 
@@ -885,12 +886,12 @@ def test_a_create_cancelled_while_its_body_arrives_frees_the_connection_slot() -
             async with make_http_client(settings(bing_create_url=create_url)) as client:
                 assert isinstance(client, UpstreamHttp) and client._lean is not None
                 client._lean._slots = asyncio.Semaphore(1)
-                stuck = asyncio.ensure_future(client.get_direct(create_url, {}))
+                stuck = asyncio.ensure_future(client.get_direct(create_url, ()))
                 await asyncio.sleep(0.1)
                 stuck.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await stuck
-                response = await asyncio.wait_for(client.get_direct(create_url, {}), 2)
+                response = await asyncio.wait_for(client.get_direct(create_url, ()), 2)
                 assert response.content == b"next"
 
     run(go())

@@ -37,10 +37,27 @@ HANDSHAKE = '{"protocol":"json","version":1}' + RS
 PING = '{"type":6}' + RS
 
 
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
 def chathub_url(base: str, access_token: str) -> str:
     """The socket URL with `sec_access_token` fully URL-encoded (`/`, `+`, `=` escaped)."""
     separator = "&" if "?" in base else "?"
-    return f"{base}{separator}sec_access_token={quote(access_token, safe='')}"
+    return f"{base}{separator}sec_access_token={escape_all(access_token)}"
+
+
+def escape_all(text: str) -> str:
+    """`quote(text, safe='')`, by replacing each distinct reserved character of ASCII text (a token
+    has a handful; `quote` makes a Python call per character of its several hundred)."""
+    if not text.isascii():
+        return quote(text, safe="")
+    reserved = set(text) - _UNRESERVED
+    if "%" in reserved:  # first, so that the escapes added below are not escaped again
+        reserved.discard("%")
+        text = text.replace("%", "%25")
+    for char in reserved:
+        text = text.replace(char, f"%{ord(char):02X}")
+    return text
 
 
 class Wire(Protocol):

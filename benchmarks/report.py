@@ -149,7 +149,9 @@ def _git_revision() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                              capture_output=True, timeout=5, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        # (the results file a previous run left uncommitted says nothing about the code measured)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results.md"], cwd=ROOT,
                                text=True, capture_output=True, timeout=5, check=False).stdout
     except OSError:
         return "unknown"

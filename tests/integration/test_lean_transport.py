@@ -666,6 +666,14 @@ def test_cancelled_requests_release_their_slot() -> None:
 # --- TLS --------------------------------------------------------------------------------------
 
 
+def server_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a fresh self-signed certificate, and the certificate's file (to trust)."""
+    cert, key = self_signed(directory)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    return server_context, cert
+
+
 def self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and localhost, and its key, as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -700,9 +708,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 def test_tls_with_a_trusted_self_signed_certificate_reuses_the_connection() -> None:
     with tempfile.TemporaryDirectory() as directory:
-        cert, key = self_signed(Path(directory))
-        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_context.load_cert_chain(cert, key)
+        server_context, cert = server_tls(Path(directory))
         client_context = ssl.create_default_context(cafile=str(cert))
 
     async def go() -> None:
@@ -718,9 +724,7 @@ def test_tls_with_a_trusted_self_signed_certificate_reuses_the_connection() -> N
 
 def test_tls_with_an_untrusted_certificate_is_a_connect_error() -> None:
     with tempfile.TemporaryDirectory() as directory:
-        cert, key = self_signed(Path(directory))
-        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_context.load_cert_chain(cert, key)
+        server_context, _ = server_tls(Path(directory))
 
     async def go() -> None:
         server = RawServer(answers(ok()), ssl_context=server_context)

@@ -37,7 +37,7 @@ from networks.ws_wire import (
     open_wire,
     upgrade_request,
 )
-from tests.integration.test_lean_transport import self_signed
+from tests.integration.test_lean_transport import server_tls
 from utils.errors import (
     UpstreamAuthFailed,
     UpstreamBadResponse,
@@ -223,15 +223,21 @@ def test_messages_before_the_end_are_delivered_then_the_close_code(ending: str, 
     run(go())
 
 
-def test_a_client_close_sends_1000_and_waits_for_the_server() -> None:
-    codes: list[int | None] = []
+def close_recorder(codes: list[int | None]) -> Callable[[ServerConnection], Awaitable[None]]:
+    """A server handler that notes the close code each connection ends with."""
 
     async def handler(ws: ServerConnection) -> None:
         await ws.wait_closed()
         codes.append(ws.close_code)
 
+    return handler
+
+
+def test_a_client_close_sends_1000_and_waits_for_the_server() -> None:
+    codes: list[int | None] = []
+
     async def go() -> None:
-        async with ws_server(handler) as url:
+        async with ws_server(close_recorder(codes)) as url:
             sock = await wire(url)
             await asyncio.wait_for(sock.close(), 2)
             assert not sock.open
@@ -247,12 +253,8 @@ def test_a_client_close_sends_1000_and_waits_for_the_server() -> None:
 def test_close_soon_returns_at_once_and_the_handshake_completes_behind_it() -> None:
     codes: list[int | None] = []
 
-    async def handler(ws: ServerConnection) -> None:
-        await ws.wait_closed()
-        codes.append(ws.close_code)
-
     async def go() -> None:
-        async with ws_server(handler) as url:
+        async with ws_server(close_recorder(codes)) as url:
             sock = await wire(url)
             sock.close_soon()  # not awaited: the protocol's callbacks finish the close
             assert not sock.open
@@ -339,9 +341,7 @@ def test_reading_pauses_when_many_messages_wait_and_resumes_when_drained() -> No
 
 def test_tls_with_a_trusted_self_signed_certificate() -> None:
     with tempfile.TemporaryDirectory() as directory:
-        cert, key = self_signed(Path(directory))
-        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_context.load_cert_chain(cert, key)
+        server_context, cert = server_tls(Path(directory))
         client_context = ssl.create_default_context(cafile=str(cert))
 
     async def go() -> None:

@@ -134,7 +134,9 @@ def reported_env(extra: dict[str, str]) -> dict[str, str]:
     text = (ROOT / "utils" / "settings.py").read_text("utf-8", "replace")
     names = {n.upper() for n in re.findall(r"^    ([a-z_]+): ", text, re.MULTILINE)}
     names -= {"BING_COOKIES", "BING_CREATE_URL", "BING_CHATHUB_URL", "LOG_LEVEL", "API_KEYS"}
-    found = {"ACCOUNT_CONCURRENCY": str(BENCH_ACCOUNT_CONCURRENCY)}  # the benchmark's own default
+    # the benchmark's own defaults (benchmarks/procs.service_env): the account cap, and no log line
+    # per request (LOG_LEVEL=INFO's line costs about 3 % of a short answer's CPU)
+    found = {"ACCOUNT_CONCURRENCY": str(BENCH_ACCOUNT_CONCURRENCY), "LOG_LEVEL": "WARNING"}
     found.update({k: v for k, v in os.environ.items() if k.upper() in names})
     found.update(extra)
     return found

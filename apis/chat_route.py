@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apis.auth import require_api_key
@@ -42,7 +43,10 @@ class ChatFastPath:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # gone (or cut off by MAX_BODY_BYTES, which answered 413): no answer
+            return
         chat = plain_chat_request(scope, body)
         if chat is None:
             await self.app(scope, replaying(body, receive), send)

@@ -517,11 +517,15 @@ class WireSocket(asyncio.Protocol):
             assert inflater is not None
             # One inflater serves every message, server_no_context_takeover or not: a server that
             # forgets its history between messages never refers back to it, so keeping ours is
-            # always correct and saves a new inflater (and its window) per message.
+            # always correct and saves a new inflater (and its window) per message. Only a message
+            # that ends the deflate stream itself needs a new one (below).
             try:
                 payload = inflater.decompress(payload + TAIL)
             except zlib.error:
                 return self._fail(1007)
+            if inflater.eof:  # the message ended its stream (a BFINAL block, RFC 7692 §7.2.3.3)
+                assert self.deflate is not None
+                self._inflater = zlib.decompressobj(-self.deflate.server_max_window_bits)
         messages = self._messages
         messages.append(payload)
         waiter = self._waiter

@@ -620,6 +620,29 @@ def test_a_protocol_violation_fails_the_connection_with_a_close(frames: bytes, c
     assert sent == [(0x88, code.to_bytes(2, "big"))]
 
 
+def test_messages_that_end_their_deflate_stream_are_each_inflated() -> None:
+    """A server may end each message with a final block (BFINAL=1) instead of a sync flush."""
+
+    def finished(text: bytes) -> bytes:
+        deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
+        return deflater.compress(text) + deflater.flush(zlib.Z_FINISH)
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str) -> None:
+        frames = b"".join(server_frame(0xC1, finished(text)) for text in (b"first", b"second", b"third"))
+        writer.write(switching(key, "Sec-WebSocket-Extensions: permessage-deflate") + frames)
+        await writer.drain()
+        await reader.read()
+
+    async def go() -> None:
+        async with Raw(script) as url:
+            sock = await wire(url)
+            got = [await asyncio.wait_for(sock.recv(), 2) for _ in range(3)]
+            assert got == [b"first", b"second", b"third"]
+            sock.abort()
+
+    run(go())
+
+
 def test_invalid_compressed_data_fails_with_1007() -> None:
     sent: list[tuple[int, bytes]] = []
 

@@ -52,9 +52,7 @@ async def answer_chat(body: ChatRequest, request: Request) -> Response:
         answer = await until_disconnect(request, answer_with_images(plan, upstream))
         if body.stream:
             events = sse_body(answer, ctx, prompt_text, request.app.state.health)
-            return AnswerStream(
-                events, ping=upstream.settings.sse_ping_seconds, sep="\n", headers=SSE_HEADERS
-            )
+            return AnswerStream(events, ping=upstream.settings.sse_ping_seconds, headers=SSE_HEADERS)
         result = await until_disconnect(request, collect_completion(answer, ctx, prompt_text))
     except ClientGone:
         return Response(status_code=499)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import aclosing
 from typing import Any, TypeVar
 
@@ -50,6 +51,18 @@ class AnswerStream(EventSourceResponse):
     (SSE_PING_SECONDS) until the stream ends. `data: [DONE]` is the last event of an OpenAI stream, so
     it goes out together with the end of the body, in one write.
     """
+
+    def __init__(self, content: AsyncIterator[bytes], *, ping: float, headers: Mapping[str, str]) -> None:
+        """sse-starlette's own constructor builds the headers and an anyio lock for every response
+        (about 10 µs); the headers are the same for every stream, so that constructor builds them
+        once per header set (`stream_headers`), and only what `__call__` uses is set here."""
+        self.body_iterator = content
+        self.status_code = 200
+        self.sep = "\n"
+        self.ping_interval = ping
+        self.active = True
+        self.background = None
+        self.raw_headers = list(stream_headers(tuple(headers.items())))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -99,6 +112,16 @@ class AnswerStream(EventSourceResponse):
             if message["type"] == "http.disconnect":
                 stream.cancel()
                 return True
+
+
+@functools.lru_cache(maxsize=8)
+def stream_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[bytes, bytes], ...]:
+    """The raw headers sse-starlette gives an event stream with `headers` added."""
+
+    async def nothing() -> AsyncIterator[bytes]:
+        yield b""
+
+    return tuple(EventSourceResponse(nothing(), headers=dict(headers), sep="\n").raw_headers)
 
 
 def client_left(helper: asyncio.Task[bool]) -> bool:

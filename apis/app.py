@@ -83,6 +83,7 @@ def lifespan(settings: Settings, own_process: bool = False):  # type: ignore[no-
     async def run(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             live = await start_demo(stack, settings) if settings.demo else settings
+            stack.push_async_callback(finish_closes)  # last: sockets' clean closes still under way
             http = await stack.enter_async_context(make_http_client(live))
             shared = await open_shared(stack, live)
             upstream = open_upstream(live, http, shared)
@@ -146,7 +147,6 @@ async def stop_warm_pools(upstream: Upstream) -> None:
         if account.pool is not None:
             await account.pool.stop()
     await upstream.sockets.close_all()
-    await finish_closes()  # the clean closes of the last turns' sockets
     if isinstance(upstream.accounts, SharedAccountPool):
         await upstream.accounts.stop()
 

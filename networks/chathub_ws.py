@@ -219,19 +219,16 @@ class ChatHubSocket:
         """
         ws = self._ws
         assert ws is not None
-        if ws.buffered():  # a message is waiting: no deadline to keep, no task to note
-            try:
-                return await ws.recv()
-            except WireClosed as exc:
-                raise closed_error(exc.code, self._name) from exc
-        loop = self._loop or self._bind_loop()
-        deadline = self._deadline = loop.time() + max(timeout, 0)
-        timer = self._timer
-        if timer is None or timer.when() > deadline:
-            if timer is not None:
-                timer.cancel()
-            self._timer = loop.call_at(deadline, self._on_deadline)
-        reader = self._reader = asyncio.current_task(loop)
+        reader: asyncio.Task[object] | None = None
+        if not ws.buffered():  # (a message already waiting needs no deadline and no task noted)
+            loop = self._loop or self._bind_loop()
+            deadline = self._deadline = loop.time() + max(timeout, 0)
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._on_deadline)
+            reader = self._reader = asyncio.current_task(loop)
         try:
             return await ws.recv()
         except asyncio.CancelledError:
